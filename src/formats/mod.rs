@@ -1,0 +1,81 @@
+//! The header formats, one module each. Names follow the `OTEL_PROPAGATORS` convention.
+
+pub mod b3;
+pub mod b3multi;
+pub mod cloudtrace;
+pub mod tracecontext;
+pub mod xray;
+
+use crate::context::Extraction;
+use crate::headers::RequestHeaders;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Format {
+    TraceContext,
+    B3,
+    B3Multi,
+    XRay,
+    CloudTrace,
+}
+
+impl Format {
+    pub const COUNT: usize = 5;
+    /// Every supported format, in the default extraction order.
+    pub const ALL: [Format; Format::COUNT] = [
+        Format::TraceContext,
+        Format::B3,
+        Format::B3Multi,
+        Format::XRay,
+        Format::CloudTrace,
+    ];
+    pub const DEFAULT_EXTRACT: [Format; 5] = Format::ALL;
+    pub const DEFAULT_INJECT: [Format; 4] = [
+        Format::TraceContext,
+        Format::B3Multi,
+        Format::XRay,
+        Format::CloudTrace,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::TraceContext => "tracecontext",
+            Format::B3 => "b3",
+            Format::B3Multi => "b3multi",
+            Format::XRay => "xray",
+            Format::CloudTrace => "cloudtrace",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn extract(self, headers: &RequestHeaders) -> Extraction {
+        match self {
+            Format::TraceContext => tracecontext::extract(headers),
+            Format::B3 => b3::extract(headers),
+            Format::B3Multi => b3multi::extract(headers),
+            Format::XRay => xray::extract(headers),
+            Format::CloudTrace => cloudtrace::extract(headers),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for format in Format::ALL {
+            assert_eq!(Format::from_name(format.name()), Some(format));
+            assert_eq!(Format::ALL[format.index()], format);
+        }
+        assert_eq!(Format::from_name("zipkin"), None);
+        assert_eq!(Format::from_name("B3"), None);
+    }
+}

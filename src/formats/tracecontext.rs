@@ -1,0 +1,303 @@
+//! W3C Trace Context: `traceparent` and `tracestate`
+//! (<https://www.w3.org/TR/trace-context/>, version 00 with the forward-compatibility rules).
+
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
+use crate::ids::{parse_hex_exact, trim_ows, write_hex, HexCase, SpanId, TraceId};
+
+const SAMPLED: u8 = 0x01;
+const RANDOM_TRACE_ID: u8 = 0x02;
+/// Version 00 is exactly this long; later versions start with the same 55 characters.
+const V00_LEN: usize = 55;
+/// Later versions may append fields; anything longer than this is not a trace context.
+const MAX_TRACEPARENT_LEN: usize = 512;
+/// 32 members of at most 256 + 1 + 256 bytes fit in about 16 KiB; larger is hostile.
+pub const MAX_TRACESTATE_BYTES: usize = 16 * 1024;
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+const MAX_KEY_LEN: usize = 256;
+const MAX_VALUE_LEN: usize = 256;
+
+pub fn extract(headers: &RequestHeaders) -> Extraction {
+    let Some(value) = headers.get(HeaderName::Traceparent) else {
+        return Extraction::Absent;
+    };
+    // Two traceparent lines are ambiguous: the W3C processing model restarts the trace.
+    if headers.count(HeaderName::Traceparent) > 1 {
+        return Extraction::Invalid;
+    }
+    match parse_traceparent(value) {
+        Some(ctx) => Extraction::Context(ctx),
+        None => Extraction::Invalid,
+    }
+}
+
+pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
+    if value.len() < V00_LEN || value.len() > MAX_TRACEPARENT_LEN {
+        return None;
+    }
+    let version = parse_hex_exact(&value[0..2], 2, HexCase::Lower)?;
+    let length_ok = match version {
+        0xff => false,
+        0x00 => value.len() == V00_LEN,
+        _ => value.len() == V00_LEN || value[V00_LEN] == b'-',
+    };
+    if !length_ok || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let trace_id = TraceId::new(parse_hex_exact(&value[3..35], 32, HexCase::Lower)?)?;
+    let span_id = SpanId::new(parse_hex_exact(&value[36..52], 16, HexCase::Lower)? as u64)?;
+    let flags = parse_hex_exact(&value[53..55], 2, HexCase::Lower)? as u8;
+    Some(IncomingContext {
+        trace_id,
+        span_id: Some(span_id),
+        decision: Some(Decision::from_sampled(flags & SAMPLED != 0)),
+        random_trace_id: flags & RANDOM_TRACE_ID != 0,
+    })
+}
+
+pub fn encode_traceparent(ctx: &TraceContext) -> String {
+    let mut out = String::with_capacity(V00_LEN);
+    out.push_str("00-");
+    ctx.trace_id.write_hex(&mut out);
+    out.push('-');
+    ctx.span_id.write_hex(&mut out);
+    out.push('-');
+    let mut flags = 0u8;
+    if ctx.decision.is_sampled() {
+        flags |= SAMPLED;
+    }
+    if ctx.random_trace_id {
+        flags |= RANDOM_TRACE_ID;
+    }
+    write_hex(&mut out, u128::from(flags), 2);
+    out
+}
+
+/// What the request's `tracestate` lines amount to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tracestate {
+    Absent,
+    Valid,
+    Invalid,
+}
+
+pub fn tracestate(headers: &RequestHeaders) -> Tracestate {
+    if !headers.contains(HeaderName::Tracestate) {
+        return Tracestate::Absent;
+    }
+    match headers.tracestate_lines() {
+        Some(lines) if tracestate_is_valid(lines) => Tracestate::Valid,
+        _ => Tracestate::Invalid,
+    }
+}
+
+/// Checks the list that several `tracestate` lines form together: member grammar, at most 32
+/// members, no key twice. Empty members are allowed.
+pub fn tracestate_is_valid(lines: &[&[u8]]) -> bool {
+    let total: usize = lines.iter().map(|line| line.len()).sum();
+    if total > MAX_TRACESTATE_BYTES {
+        return false;
+    }
+    let mut keys: [&[u8]; MAX_TRACESTATE_MEMBERS] = [&[]; MAX_TRACESTATE_MEMBERS];
+    let mut members = 0;
+    for member in lines.iter().flat_map(|line| line.split(|&b| b == b',')) {
+        let member = trim_ows(member);
+        if member.is_empty() {
+            continue;
+        }
+        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        let (key, value) = (&member[..eq], &member[eq + 1..]);
+        if !is_valid_key(key) || !is_valid_value(value) {
+            return false;
+        }
+        if members == MAX_TRACESTATE_MEMBERS || keys[..members].contains(&key) {
+            return false;
+        }
+        keys[members] = key;
+        members += 1;
+    }
+    true
+}
+
+/// `key = (lcalpha / DIGIT) 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@")`.
+fn is_valid_key(key: &[u8]) -> bool {
+    let Some((&first, rest)) = key.split_first() else {
+        return false;
+    };
+    key.len() <= MAX_KEY_LEN
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && rest.iter().all(|&b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'_' | b'-' | b'*' | b'/' | b'@')
+        })
+}
+
+/// `value = 0*255(chr) nblk-chr`: printable ASCII except `,` and `=`, not ending in a space.
+fn is_valid_value(value: &[u8]) -> bool {
+    let Some(&last) = value.last() else {
+        return false;
+    };
+    value.len() <= MAX_VALUE_LEN
+        && last != b' '
+        && value
+            .iter()
+            .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+}
+
+/// Writes `traceparent` for `ctx` unless the request already carries exactly it, and keeps
+/// `tracestate` only when it is valid and belongs to the same trace.
+pub fn inject(
+    ctx: &TraceContext,
+    headers: &RequestHeaders,
+    incoming: &Extraction,
+    tracestate: Tracestate,
+    edits: &mut Vec<HeaderEdit>,
+) {
+    let incoming = incoming.context();
+    let unchanged = incoming
+        .is_some_and(|inc| ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id);
+    if !unchanged {
+        edits.push(HeaderEdit::Set(
+            HeaderName::Traceparent,
+            encode_traceparent(ctx),
+        ));
+    }
+    let same_trace = incoming.is_some_and(|inc| inc.trace_id == ctx.trace_id);
+    let keep_tracestate = same_trace && tracestate == Tracestate::Valid;
+    if headers.contains(HeaderName::Tracestate) && !keep_tracestate {
+        edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
+
+    #[test]
+    fn traceparent_table() {
+        // (input, expected (sampled, random)) — cases from the W3C spec and its test suite.
+        let long_future = format!("cc-{TRACE}-{SPAN}-01-what-the-future-will-be-like");
+        let dot_future = format!("cc-{TRACE}-{SPAN}-01.what-the-future-will-be-like");
+        let cases: Vec<(String, Option<(bool, bool)>)> = vec![
+            (format!("00-{TRACE}-{SPAN}-01"), Some((true, false))),
+            (format!("00-{TRACE}-{SPAN}-00"), Some((false, false))),
+            (format!("00-{TRACE}-{SPAN}-03"), Some((true, true))),
+            (format!("00-{TRACE}-{SPAN}-02"), Some((false, true))),
+            // Reserved flag bits are a sender rule; receivers read the bits they know.
+            (format!("00-{TRACE}-{SPAN}-09"), Some((true, false))),
+            (long_future, Some((true, false))),
+            (format!("cc-{TRACE}-{SPAN}-01"), Some((true, false))),
+            (dot_future, None),
+            (format!("00-{TRACE}-{SPAN}-01-"), None),
+            (format!("ff-{TRACE}-{SPAN}-01"), None),
+            (format!("00-{}-{SPAN}-01", "0".repeat(32)), None),
+            (format!("00-{TRACE}-{}-01", "0".repeat(16)), None),
+            (format!("00-{}-{SPAN}-01", TRACE.to_uppercase()), None),
+            (format!("00-{TRACE}-{}-01", SPAN.to_uppercase()), None),
+            (format!("00-{TRACE}-{SPAN}-0g"), None),
+            (format!("0-{TRACE}-{SPAN}-01"), None),
+            (format!("00-{}-{SPAN}-01", &TRACE[1..]), None),
+            (format!("00_{TRACE}_{SPAN}_01"), None),
+            (String::new(), None),
+        ];
+        for (input, want) in cases {
+            let got = parse_traceparent(input.as_bytes());
+            let got = got.map(|c| (c.decision == Some(Decision::Sampled), c.random_trace_id));
+            assert_eq!(got, want, "traceparent {input:?}");
+        }
+    }
+
+    #[test]
+    fn traceparent_ids() {
+        let ctx = parse_traceparent(format!("00-{TRACE}-{SPAN}-01").as_bytes()).unwrap();
+        assert_eq!(ctx.trace_id.value(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(ctx.span_id.map(SpanId::value), Some(0x00f067aa0ba902b7));
+    }
+
+    #[test]
+    fn encodes_only_known_flags() {
+        let ctx = TraceContext {
+            trace_id: TraceId::new(0x4bf92f3577b34da6a3ce929d0e0e4736).unwrap(),
+            span_id: SpanId::new(0x00f067aa0ba902b7).unwrap(),
+            decision: Decision::Debug,
+            random_trace_id: true,
+        };
+        assert_eq!(encode_traceparent(&ctx), format!("00-{TRACE}-{SPAN}-03"));
+        let unsampled = TraceContext {
+            decision: Decision::NotSampled,
+            random_trace_id: false,
+            ..ctx
+        };
+        assert_eq!(
+            encode_traceparent(&unsampled),
+            format!("00-{TRACE}-{SPAN}-00")
+        );
+    }
+
+    #[test]
+    fn tracestate_table() {
+        let thirty_two: String = (0..32)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let thirty_three = format!("{thirty_two},k32=v");
+        let long_key = format!("a{}=v", "b".repeat(255));
+        let too_long_key = format!("a{}=v", "b".repeat(256));
+        let long_value = format!("k={}", "v".repeat(256));
+        let too_long_value = format!("k={}", "v".repeat(257));
+        let cases: Vec<(Vec<&str>, bool)> = vec![
+            (vec!["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"], true),
+            (vec!["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"], true),
+            (vec![""], true),
+            (vec!["foo=1 , , bar=2"], true),
+            (vec!["tenant@system=1"], true),
+            (vec!["foo@=1,bar=2"], true),
+            (vec!["0abc=1"], true),
+            (vec![thirty_two.as_str()], true),
+            (vec![long_key.as_str()], true),
+            (vec![long_value.as_str()], true),
+            (vec!["foo=1,foo=2"], false),
+            (vec!["foo=1", "foo=2"], false),
+            (vec![thirty_three.as_str()], false),
+            (vec![too_long_key.as_str()], false),
+            (vec![too_long_value.as_str()], false),
+            (vec!["Foo=1"], false),
+            (vec!["_foo=1"], false),
+            (vec!["foo"], false),
+            (vec!["foo="], false),
+            (vec!["foo=bar=baz"], false),
+            // A trailing space is optional white space around the member, not part of the value.
+            (vec!["foo=bar "], true),
+            (vec!["foo=bar baz"], true),
+            (vec!["foo=\u{7f}"], false),
+            (vec!["foo!=1"], false),
+        ];
+        for (lines, want) in cases {
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            assert_eq!(tracestate_is_valid(&lines), want, "tracestate {lines:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_tracestate_is_invalid() {
+        let huge = format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES));
+        assert!(!tracestate_is_valid(&[huge.as_bytes()]));
+    }
+
+    #[test]
+    fn duplicate_traceparent_lines_are_invalid() {
+        let one = format!("00-{TRACE}-{SPAN}-01");
+        let pairs: Vec<(&str, &[u8])> = vec![
+            ("traceparent", one.as_bytes()),
+            ("traceparent", one.as_bytes()),
+        ];
+        let headers = RequestHeaders::from_pairs(pairs);
+        assert_eq!(extract(&headers), Extraction::Invalid);
+    }
+}

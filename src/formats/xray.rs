@@ -1,0 +1,284 @@
+//! AWS X-Ray: `X-Amzn-Trace-Id: Root=1-{8 hex epoch}-{24 hex};Parent={16 hex};Sampled={1|0|?}`
+//! plus fields X-Ray keeps but does not interpret (`Self`, `Lineage`, custom keys).
+
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
+use crate::ids::{parse_hex_exact, parse_span_id_16, trim_ows, HexCase, TraceId};
+
+/// ALB and the SDKs keep the header short (the Java SDK truncates at 256); 1 KiB leaves room for
+/// custom fields without accepting hostile sizes.
+const MAX_LEN: usize = 1024;
+
+/// A parsed header plus whether its ids are already in the lower-case form we emit.
+struct Parsed {
+    context: IncomingContext,
+    canonical: bool,
+}
+
+pub fn extract(headers: &RequestHeaders) -> Extraction {
+    match headers.get(HeaderName::AmznTraceId) {
+        None => Extraction::Absent,
+        Some(value) => match parse(value) {
+            Some(parsed) => Extraction::Context(parsed.context),
+            None => Extraction::Invalid,
+        },
+    }
+}
+
+/// Splits the header into trimmed `(key, value)` fields, skipping empty ones (a trailing `;`).
+/// A field without `=` yields `None` for the caller to reject.
+fn fields(value: &[u8]) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
+    value
+        .split(|&b| b == b';')
+        .map(trim_ows)
+        .filter(|f| !f.is_empty())
+        .map(|field| {
+            let eq = field.iter().position(|&b| b == b'=')?;
+            Some((&field[..eq], &field[eq + 1..]))
+        })
+}
+
+fn is_known_key(key: &[u8]) -> bool {
+    matches!(key, b"Root" | b"Parent" | b"Sampled")
+}
+
+fn parse(value: &[u8]) -> Option<Parsed> {
+    if value.len() > MAX_LEN {
+        return None;
+    }
+    let (mut root, mut parent, mut sampled) = (None, None, None);
+    for field in fields(value) {
+        let (key, field_value) = field?;
+        let slot = match key {
+            b"Root" => &mut root,
+            b"Parent" => &mut parent,
+            b"Sampled" => &mut sampled,
+            _ => continue,
+        };
+        if slot.replace(field_value).is_some() {
+            return None; // the same key twice is ambiguous
+        }
+    }
+    let root = root?;
+    // Root = "1-" 8 hex "-" 24 hex; the first part is the epoch second, but X-Ray does not
+    // validate it, so any W3C id maps 1:1.
+    if root.len() != 35 || &root[..2] != b"1-" || root[10] != b'-' {
+        return None;
+    }
+    let high = parse_hex_exact(&root[2..10], 8, HexCase::Any)?;
+    let low = parse_hex_exact(&root[11..35], 24, HexCase::Any)?;
+    let trace_id = TraceId::new((high << 96) | low)?;
+    let span_id = match parent {
+        None => None,
+        Some(parent) => Some(parse_span_id_16(parent, HexCase::Any)?),
+    };
+    // `?` means "requested": the caller leaves the decision to us, as does any unknown value.
+    let decision = match sampled {
+        Some(b"1") => Some(Decision::Sampled),
+        Some(b"0") => Some(Decision::NotSampled),
+        _ => None,
+    };
+    let canonical = !root
+        .iter()
+        .chain(parent.unwrap_or_default())
+        .any(u8::is_ascii_uppercase);
+    Some(Parsed {
+        context: IncomingContext {
+            trace_id,
+            span_id,
+            decision,
+            random_trace_id: false,
+        },
+        canonical,
+    })
+}
+
+/// `Root=...;Parent=...;Sampled=...` followed by `extra_fields` (each without its `;`).
+pub fn encode<'a>(ctx: &TraceContext, extra_fields: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut out = String::with_capacity(80);
+    let trace = ctx.trace_id.to_hex();
+    out.push_str("Root=1-");
+    out.push_str(&trace[..8]);
+    out.push('-');
+    out.push_str(&trace[8..]);
+    out.push_str(";Parent=");
+    ctx.span_id.write_hex(&mut out);
+    out.push_str(if ctx.decision.is_sampled() {
+        ";Sampled=1"
+    } else {
+        ";Sampled=0"
+    });
+    for field in extra_fields {
+        out.push(';');
+        // Fields are ASCII when the header parsed; anything else is dropped rather than mangled.
+        if let Ok(field) = std::str::from_utf8(field) {
+            out.push_str(field);
+        }
+    }
+    out
+}
+
+/// Rewrites the header for `ctx`; fields other than Root/Parent/Sampled survive when the X-Ray
+/// trace id is unchanged.
+pub fn inject(ctx: &TraceContext, headers: &RequestHeaders, edits: &mut Vec<HeaderEdit>) {
+    let value = headers.get(HeaderName::AmznTraceId);
+    let parsed = value.and_then(parse);
+    if let Some(parsed) = &parsed {
+        let single_line = headers.count(HeaderName::AmznTraceId) == 1;
+        if single_line && parsed.canonical && ctx.matches(&parsed.context, false) {
+            return;
+        }
+    }
+    let same_trace = parsed.is_some_and(|p| p.context.trace_id == ctx.trace_id);
+    let extras = value
+        .filter(|_| same_trace)
+        .into_iter()
+        .flat_map(|v| v.split(|&b| b == b';'))
+        .map(trim_ows)
+        .filter(|f| !f.is_empty())
+        .filter(|f| !f.split(|&b| b == b'=').next().is_some_and(is_known_key));
+    edits.push(HeaderEdit::Set(
+        HeaderName::AmznTraceId,
+        encode(ctx, extras),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SpanId;
+
+    const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
+    const TRACE: u128 = 0x5759e988bd862e3fe1be46a994272793;
+    const PARENT: &str = "53995c3f42cd8ad8";
+
+    fn context(span: Option<u64>, decision: Option<Decision>) -> Option<(IncomingContext, bool)> {
+        Some((
+            IncomingContext {
+                trace_id: TraceId::new(TRACE).unwrap(),
+                span_id: span.and_then(SpanId::new),
+                decision,
+                random_trace_id: false,
+            },
+            true,
+        ))
+    }
+
+    #[test]
+    fn parse_table() {
+        // Examples from the AWS X-Ray and ALB request-tracing documentation.
+        let p = Some(0x53995c3f42cd8ad8);
+        let cases: Vec<(String, Option<(IncomingContext, bool)>)> = vec![
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=1"),
+                context(p, Some(Decision::Sampled)),
+            ),
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=0"),
+                context(p, Some(Decision::NotSampled)),
+            ),
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=?"),
+                context(p, None),
+            ),
+            (format!("Root={ROOT};Parent={PARENT}"), context(p, None)),
+            (
+                format!("Sampled=1;Parent={PARENT};Root={ROOT}"),
+                context(p, Some(Decision::Sampled)),
+            ),
+            (format!("Root={ROOT}"), context(None, None)),
+            (
+                format!("Self=1-67891234-12456789abcdef012345678;Root={ROOT}"),
+                context(None, None),
+            ),
+            (
+                format!("Root={ROOT}; Parent={PARENT} ;Sampled=1;"),
+                context(p, Some(Decision::Sampled)),
+            ),
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=1;Lineage=a87bd80c:1|68fd508a:5"),
+                context(p, Some(Decision::Sampled)),
+            ),
+            (format!("Root={ROOT};Sampled=yes"), context(None, None)),
+            (
+                format!(
+                    "Root={};Parent={}",
+                    ROOT.to_uppercase(),
+                    PARENT.to_uppercase()
+                ),
+                context(p, None).map(|(c, _)| (c, false)),
+            ),
+            (format!("Parent={PARENT};Sampled=1"), None),
+            (format!("root={ROOT}"), None),
+            (format!("Root={ROOT};Root={ROOT}"), None),
+            ("Root=2-5759e988-bd862e3fe1be46a994272793".into(), None),
+            ("Root=1-5759e98-bd862e3fe1be46a994272793".into(), None),
+            ("Root=1-5759e988-bd862e3fe1be46a99427279".into(), None),
+            ("Root=1-00000000-000000000000000000000000".into(), None),
+            (format!("Root={ROOT};Parent=53995c3f42cd8ad"), None),
+            (format!("Root={ROOT};Parent=0000000000000000"), None),
+            (format!("Root={ROOT};garbage"), None),
+            (String::new(), None),
+        ];
+        for (input, want) in cases {
+            let got = parse(input.as_bytes()).map(|p| (p.context, p.canonical));
+            assert_eq!(got, want, "x-amzn-trace-id {input:?}");
+        }
+    }
+
+    fn inject_value(incoming: &str, trace: u128) -> Vec<HeaderEdit> {
+        let pairs = [("x-amzn-trace-id", incoming.as_bytes())];
+        let headers = RequestHeaders::from_pairs(pairs);
+        let ctx = TraceContext {
+            trace_id: TraceId::new(trace).unwrap(),
+            span_id: SpanId::new(0x1111111111111111).unwrap(),
+            decision: Decision::Sampled,
+            random_trace_id: false,
+        };
+        let mut edits = Vec::new();
+        inject(&ctx, &headers, &mut edits);
+        edits
+    }
+
+    #[test]
+    fn keeps_extra_fields_for_the_same_trace() {
+        let incoming = format!("Self=1-67891234-12456789abcdef012345678;Root={ROOT};Lineage=a87bd80c:1|68fd508a:5;Sampled=?");
+        let want = format!(
+            "Root={ROOT};Parent=1111111111111111;Sampled=1;Self=1-67891234-12456789abcdef012345678;Lineage=a87bd80c:1|68fd508a:5"
+        );
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
+    }
+
+    #[test]
+    fn drops_extra_fields_of_another_trace() {
+        let incoming = format!("Root={ROOT};Lineage=a87bd80c:1|68fd508a:5");
+        let want = "Root=1-11111111-222222222222222222222222;Parent=1111111111111111;Sampled=1"
+            .to_string();
+        assert_eq!(
+            inject_value(&incoming, 0x11111111222222222222222222222222),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
+    }
+
+    #[test]
+    fn unchanged_canonical_header_is_left_alone() {
+        let incoming = format!("Root={ROOT};Parent=1111111111111111;Sampled=1;Lineage=x");
+        assert_eq!(inject_value(&incoming, TRACE), vec![]);
+    }
+
+    #[test]
+    fn upper_case_ids_are_normalised() {
+        let incoming = format!(
+            "Root={};Parent=1111111111111111;Sampled=1",
+            ROOT.to_uppercase()
+        );
+        let want = format!("Root={ROOT};Parent=1111111111111111;Sampled=1");
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
+    }
+}

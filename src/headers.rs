@@ -1,0 +1,190 @@
+//! A borrowed, allocation-free view of the request headers the filter cares about, and the
+//! edits it asks the host to make.
+
+use crate::ids::trim_ows;
+
+/// Every header name any supported format reads or writes (lower-case, as Envoy presents them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HeaderName {
+    Traceparent,
+    Tracestate,
+    B3,
+    B3TraceId,
+    B3SpanId,
+    B3ParentSpanId,
+    B3Sampled,
+    B3Flags,
+    AmznTraceId,
+    CloudTraceContext,
+}
+
+impl HeaderName {
+    pub const COUNT: usize = 10;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderName::Traceparent => "traceparent",
+            HeaderName::Tracestate => "tracestate",
+            HeaderName::B3 => "b3",
+            HeaderName::B3TraceId => "x-b3-traceid",
+            HeaderName::B3SpanId => "x-b3-spanid",
+            HeaderName::B3ParentSpanId => "x-b3-parentspanid",
+            HeaderName::B3Sampled => "x-b3-sampled",
+            HeaderName::B3Flags => "x-b3-flags",
+            HeaderName::AmznTraceId => "x-amzn-trace-id",
+            HeaderName::CloudTraceContext => "x-cloud-trace-context",
+        }
+    }
+
+    /// Envoy hands filters lower-case names (HTTP/2 requires it; the HTTP/1 codec lower-cases).
+    pub fn from_lowercase(name: &str) -> Option<Self> {
+        Some(match name {
+            "traceparent" => HeaderName::Traceparent,
+            "tracestate" => HeaderName::Tracestate,
+            "b3" => HeaderName::B3,
+            "x-b3-traceid" => HeaderName::B3TraceId,
+            "x-b3-spanid" => HeaderName::B3SpanId,
+            "x-b3-parentspanid" => HeaderName::B3ParentSpanId,
+            "x-b3-sampled" => HeaderName::B3Sampled,
+            "x-b3-flags" => HeaderName::B3Flags,
+            "x-amzn-trace-id" => HeaderName::AmznTraceId,
+            "x-cloud-trace-context" => HeaderName::CloudTraceContext,
+            _ => return None,
+        })
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `tracestate` may arrive on several lines that form one list; more lines than this make the
+/// header invalid (a valid list has at most 32 members, so this is generous).
+pub const MAX_TRACESTATE_LINES: usize = 32;
+
+/// The trace headers of one request, borrowed from the host's header map.
+#[derive(Debug)]
+pub struct RequestHeaders<'a> {
+    first: [Option<&'a [u8]>; HeaderName::COUNT],
+    count: [u16; HeaderName::COUNT],
+    tracestate_lines: [&'a [u8]; MAX_TRACESTATE_LINES],
+}
+
+impl<'a> RequestHeaders<'a> {
+    pub fn from_pairs<I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut headers = RequestHeaders {
+            first: [None; HeaderName::COUNT],
+            count: [0; HeaderName::COUNT],
+            tracestate_lines: [&[]; MAX_TRACESTATE_LINES],
+        };
+        for (name, value) in pairs {
+            let Some(known) = HeaderName::from_lowercase(name) else {
+                continue;
+            };
+            let i = known.index();
+            if known == HeaderName::Tracestate {
+                if let Some(slot) = headers
+                    .tracestate_lines
+                    .get_mut(usize::from(headers.count[i]))
+                {
+                    *slot = value;
+                }
+            }
+            if headers.first[i].is_none() {
+                headers.first[i] = Some(trim_ows(value));
+            }
+            headers.count[i] = headers.count[i].saturating_add(1);
+        }
+        headers
+    }
+
+    /// The first line of `name`, trimmed of surrounding white space.
+    pub fn get(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.first[name.index()]
+    }
+
+    pub fn contains(&self, name: HeaderName) -> bool {
+        self.count[name.index()] > 0
+    }
+
+    /// How many lines of `name` the request has.
+    pub fn count(&self, name: HeaderName) -> usize {
+        usize::from(self.count[name.index()])
+    }
+
+    /// Every `tracestate` line in order, or `None` when there are too many to be valid.
+    pub fn tracestate_lines(&self) -> Option<&[&'a [u8]]> {
+        let n = self.count(HeaderName::Tracestate);
+        self.tracestate_lines.get(..n)
+    }
+}
+
+/// A change to the request headers. Setting a header replaces every line of that name.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum HeaderEdit {
+    Set(HeaderName, String),
+    Remove(HeaderName),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(pairs: &'a [(&'a str, &'a [u8])]) -> RequestHeaders<'a> {
+        RequestHeaders::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn keeps_first_line_and_counts_repeats() {
+        let pairs: &[(&str, &[u8])] = &[
+            ("x-b3-traceid", b" aaa "),
+            ("x-other", b"1"),
+            ("x-b3-traceid", b"bbb"),
+        ];
+        let headers = view(pairs);
+        assert_eq!(headers.get(HeaderName::B3TraceId), Some(&b"aaa"[..]));
+        assert_eq!(headers.count(HeaderName::B3TraceId), 2);
+        assert!(!headers.contains(HeaderName::B3));
+    }
+
+    #[test]
+    fn collects_every_tracestate_line() {
+        let pairs: &[(&str, &[u8])] = &[("tracestate", b"a=1"), ("tracestate", b"b=2")];
+        let headers = view(pairs);
+        assert_eq!(
+            headers.tracestate_lines(),
+            Some(&[&b"a=1"[..], &b"b=2"[..]][..])
+        );
+    }
+
+    #[test]
+    fn too_many_tracestate_lines_is_none() {
+        let pairs: Vec<(&str, &[u8])> = (0..=MAX_TRACESTATE_LINES)
+            .map(|_| ("tracestate", &b"a=1"[..]))
+            .collect();
+        let headers = view(&pairs);
+        assert_eq!(headers.tracestate_lines(), None);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            HeaderName::Traceparent,
+            HeaderName::Tracestate,
+            HeaderName::B3,
+            HeaderName::B3TraceId,
+            HeaderName::B3SpanId,
+            HeaderName::B3ParentSpanId,
+            HeaderName::B3Sampled,
+            HeaderName::B3Flags,
+            HeaderName::AmznTraceId,
+            HeaderName::CloudTraceContext,
+        ] {
+            assert_eq!(HeaderName::from_lowercase(name.as_str()), Some(name));
+        }
+        assert_eq!(HeaderName::from_lowercase("Traceparent"), None);
+    }
+}
