@@ -1,19 +1,31 @@
 //! The thin proxy-wasm layer: configuration and metrics at `on_configure`, and per request one
 //! read of the header map, one call into the transport-free core, and the resulting edits.
 
+use crate::budget::{Budget, BudgetState, Limits};
 use crate::config::Config;
 use crate::headers::{HeaderEdit, RequestHeaders};
 use crate::metrics::{counters, Counter};
-use crate::translate::{translate, RandomSource, Translation};
+use crate::sampling::Threshold;
+use crate::translate::{translate, Host, RandomSource, Translation};
+use crate::trust::{parse_peer_address, Peer};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use std::cell::Cell;
+use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PluginRoot::default()) });
 }}
+
+/// Filter state key for the sampling reason: `%FILTER_STATE(wasm.tracebridge.sampling_reason:PLAIN)%`.
+const REASON_PROPERTY: &str = "tracebridge.sampling_reason";
+/// The cap adapts once per second; each worker refreshes its copy of the cap this often.
+const TICK: Duration = Duration::from_secs(1);
+/// Compare-and-swap attempts before a budget update gives up (and lets the request through).
+const CAS_ATTEMPTS: usize = 8;
 
 /// The host's CSPRNG (WASI `random_get`).
 struct HostRandom;
@@ -21,6 +33,93 @@ struct HostRandom;
 impl RandomSource for HostRandom {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
+    }
+}
+
+/// The downstream peer, from Envoy's `source.*` attributes.
+struct HostPeer;
+
+impl Peer for HostPeer {
+    fn address(&mut self) -> Option<IpAddr> {
+        let bytes = proxy_wasm::hostcalls::get_property(vec!["source", "address"]).ok()??;
+        parse_peer_address(&bytes)
+    }
+
+    fn principal(&mut self) -> Option<String> {
+        let bytes = proxy_wasm::hostcalls::get_property(vec!["source", "principal"]).ok()??;
+        String::from_utf8(bytes).ok().filter(|p| !p.is_empty())
+    }
+}
+
+fn unix_seconds(now: std::time::SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The proxy-wide budget in shared data (one copy per VM, seen by every worker), updated with
+/// compare-and-swap. Each worker caches the cap threshold and refreshes it on its tick.
+struct SharedBudget {
+    key: String,
+    limits: Limits,
+    cap: Cell<Threshold>,
+}
+
+impl SharedBudget {
+    /// Applies `change` to the shared state; returns its answer, or `fallback` if the host
+    /// keeps refusing the update.
+    fn update(&self, change: impl Fn(&mut BudgetState) -> bool, fallback: bool) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let Ok((bytes, cas)) = proxy_wasm::hostcalls::get_shared_data(&self.key) else {
+                return fallback;
+            };
+            let mut state = bytes
+                .as_deref()
+                .and_then(BudgetState::decode)
+                .unwrap_or_default();
+            let answer = change(&mut state);
+            match proxy_wasm::hostcalls::set_shared_data(&self.key, Some(&state.encode()), cas) {
+                Ok(()) => {
+                    self.cap.set(state.cap_threshold(&self.limits));
+                    return answer;
+                }
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return fallback,
+            }
+        }
+        fallback
+    }
+
+    fn refresh(&self, now: u64) {
+        self.update(
+            |state| {
+                state.roll(now, &self.limits);
+                true
+            },
+            true,
+        );
+    }
+}
+
+/// The budget as one request sees it.
+struct RequestBudget<'b>(&'b SharedBudget);
+
+impl Budget for RequestBudget<'_> {
+    fn cap_threshold(&mut self) -> Threshold {
+        self.0.cap.get()
+    }
+
+    fn admit_sampled_root(&mut self, now: u64) -> bool {
+        if self.0.limits.max_sampled_per_second.is_none() {
+            return true;
+        }
+        self.0
+            .update(|state| state.admit_sampled_root(now, &self.0.limits), true)
+    }
+
+    fn admit_forced(&mut self, now: u64) -> bool {
+        // A forced trace that cannot be counted is not let through: forcing must stay bounded.
+        self.0
+            .update(|state| state.admit_forced(now, &self.0.limits), false)
     }
 }
 
@@ -56,6 +155,7 @@ impl Metrics {
 struct Plugin {
     config: Config,
     metrics: Metrics,
+    budget: SharedBudget,
 }
 
 #[derive(Default)]
@@ -75,9 +175,26 @@ impl RootContext for PluginRoot {
         match Config::from_json(&bytes) {
             Ok(config) => {
                 log::info!("tracebridge: configured: {}", config.summary());
+                let name = self
+                    .get_property(vec!["plugin_name"])
+                    .and_then(|name| String::from_utf8(name).ok())
+                    .unwrap_or_default();
+                let limits = config.sampling.limits();
+                let needs_budget =
+                    limits.max_sampled_per_second.is_some() || config.sampling.force.is_some();
+                let budget = SharedBudget {
+                    key: format!("tracebridge.budget.{name}"),
+                    limits,
+                    cap: Cell::new(Threshold::ALWAYS),
+                };
+                if needs_budget {
+                    budget.refresh(unix_seconds(self.get_current_time()));
+                    self.set_tick_period(TICK);
+                }
                 self.plugin = Some(Rc::new(Plugin {
                     config,
                     metrics: Metrics::define(),
+                    budget,
                 }));
                 true
             }
@@ -87,6 +204,12 @@ impl RootContext for PluginRoot {
                 log::error!("tracebridge: invalid configuration: {err}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.budget.refresh(unix_seconds(self.get_current_time()));
         }
     }
 
@@ -121,21 +244,28 @@ impl RequestFilter {
         // One host call for the whole map: it shows repeated lines, which the single-header
         // getter hides, and it yields bytes, so non-UTF-8 values cannot panic.
         let pairs = self.get_http_request_headers_bytes();
-        let headers = RequestHeaders::from_pairs(
+        let headers = RequestHeaders::with_custom(
             pairs
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice())),
+            &plugin.config.custom_headers,
         );
-        let unix_seconds = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        match translate(&plugin.config, &headers, &mut HostRandom, unix_seconds) {
+        let mut host = Host {
+            random: &mut HostRandom,
+            peer: &mut HostPeer,
+            budget: &mut RequestBudget(&plugin.budget),
+            unix_seconds: unix_seconds(self.get_current_time()),
+        };
+        match translate(&plugin.config, &headers, &mut host) {
             Ok(translation) => {
                 self.apply(&translation.edits);
                 for counter in counters(&translation.report) {
                     plugin.metrics.increment(counter);
                 }
+                self.set_property(
+                    vec![REASON_PROPERTY],
+                    Some(translation.report.reason.name().as_bytes()),
+                );
                 log_translation(&translation);
             }
             Err(_) => {
@@ -152,6 +282,7 @@ impl RequestFilter {
                     self.set_http_request_header(name.as_str(), Some(value))
                 }
                 HeaderEdit::Remove(name) => self.set_http_request_header(name.as_str(), None),
+                HeaderEdit::RemoveCustom(name) => self.set_http_request_header(name, None),
             }
         }
     }
@@ -160,13 +291,14 @@ impl RequestFilter {
 fn log_translation(translation: &Translation) {
     if log::log_enabled!(log::Level::Debug) {
         let ctx = &translation.context;
-        let source = translation.report.source.map_or("new trace", |f| f.name());
+        let report = &translation.report;
         log::debug!(
-            "tracebridge: trace={} span={} decision={:?} source={} edits={}",
+            "tracebridge: trace={} span={} decision={:?} reason={} source={} edits={}",
             ctx.trace_id.to_hex(),
             ctx.span_id.to_hex(),
             ctx.decision,
-            source,
+            report.reason.name(),
+            report.source.map_or("new trace", |f| f.name()),
             translation.edits.len()
         );
     }

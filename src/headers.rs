@@ -16,10 +16,15 @@ pub enum HeaderName {
     B3Flags,
     AmznTraceId,
     CloudTraceContext,
+    /// Envoy's "force a trace" header, which any client can send.
+    ClientTraceId,
+    Authority,
+    Path,
+    Method,
 }
 
 impl HeaderName {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 14;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +38,10 @@ impl HeaderName {
             HeaderName::B3Flags => "x-b3-flags",
             HeaderName::AmznTraceId => "x-amzn-trace-id",
             HeaderName::CloudTraceContext => "x-cloud-trace-context",
+            HeaderName::ClientTraceId => "x-client-trace-id",
+            HeaderName::Authority => ":authority",
+            HeaderName::Path => ":path",
+            HeaderName::Method => ":method",
         }
     }
 
@@ -49,6 +58,10 @@ impl HeaderName {
             "x-b3-flags" => HeaderName::B3Flags,
             "x-amzn-trace-id" => HeaderName::AmznTraceId,
             "x-cloud-trace-context" => HeaderName::CloudTraceContext,
+            "x-client-trace-id" => HeaderName::ClientTraceId,
+            ":authority" => HeaderName::Authority,
+            ":path" => HeaderName::Path,
+            ":method" => HeaderName::Method,
             _ => return None,
         })
     }
@@ -62,12 +75,17 @@ impl HeaderName {
 /// header invalid (a valid list has at most 32 members, so this is generous).
 pub const MAX_TRACESTATE_LINES: usize = 32;
 
-/// The trace headers of one request, borrowed from the host's header map.
+/// How many configured header names (rule conditions, the force header) a request view tracks.
+pub const MAX_CUSTOM_HEADERS: usize = 16;
+
+/// The trace headers of one request, borrowed from the host's header map, plus the first value
+/// of each header name the configuration asks about.
 #[derive(Debug)]
 pub struct RequestHeaders<'a> {
     first: [Option<&'a [u8]>; HeaderName::COUNT],
     count: [u16; HeaderName::COUNT],
     tracestate_lines: [&'a [u8]; MAX_TRACESTATE_LINES],
+    custom: [Option<&'a [u8]>; MAX_CUSTOM_HEADERS],
 }
 
 impl<'a> RequestHeaders<'a> {
@@ -75,12 +93,29 @@ impl<'a> RequestHeaders<'a> {
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
+        Self::with_custom(pairs, &[])
+    }
+
+    /// Also records the first value of each of `custom_names` (lower-case), retrievable by
+    /// index with [`RequestHeaders::custom`]. Names beyond [`MAX_CUSTOM_HEADERS`] are ignored.
+    pub fn with_custom<I>(pairs: I, custom_names: &[String]) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
         let mut headers = RequestHeaders {
             first: [None; HeaderName::COUNT],
             count: [0; HeaderName::COUNT],
             tracestate_lines: [&[]; MAX_TRACESTATE_LINES],
+            custom: [None; MAX_CUSTOM_HEADERS],
         };
         for (name, value) in pairs {
+            if !custom_names.is_empty() {
+                if let Some(i) = custom_names.iter().position(|custom| custom == name) {
+                    if let Some(slot) = headers.custom.get_mut(i) {
+                        slot.get_or_insert(trim_ows(value));
+                    }
+                }
+            }
             let Some(known) = HeaderName::from_lowercase(name) else {
                 continue;
             };
@@ -115,6 +150,11 @@ impl<'a> RequestHeaders<'a> {
         usize::from(self.count[name.index()])
     }
 
+    /// The first value of the `index`-th custom header name.
+    pub fn custom(&self, index: usize) -> Option<&'a [u8]> {
+        self.custom.get(index).copied().flatten()
+    }
+
     /// Every `tracestate` line in order, or `None` when there are too many to be valid.
     pub fn tracestate_lines(&self) -> Option<&[&'a [u8]]> {
         let n = self.count(HeaderName::Tracestate);
@@ -127,6 +167,8 @@ impl<'a> RequestHeaders<'a> {
 pub enum HeaderEdit {
     Set(HeaderName, String),
     Remove(HeaderName),
+    /// Removes a header whose name comes from the configuration (the force header).
+    RemoveCustom(String),
 }
 
 #[cfg(test)]
@@ -170,6 +212,17 @@ mod tests {
     }
 
     #[test]
+    fn records_custom_headers() {
+        let pairs: &[(&str, &[u8])] =
+            &[("x-debug", b" on "), ("x-debug", b"off"), (":path", b"/a")];
+        let names = vec!["x-missing".to_string(), "x-debug".to_string()];
+        let headers = RequestHeaders::with_custom(pairs.iter().copied(), &names);
+        assert_eq!(headers.custom(0), None);
+        assert_eq!(headers.custom(1), Some(&b"on"[..]));
+        assert_eq!(headers.get(HeaderName::Path), Some(&b"/a"[..]));
+    }
+
+    #[test]
     fn names_round_trip() {
         for name in [
             HeaderName::Traceparent,
@@ -182,6 +235,10 @@ mod tests {
             HeaderName::B3Flags,
             HeaderName::AmznTraceId,
             HeaderName::CloudTraceContext,
+            HeaderName::ClientTraceId,
+            HeaderName::Authority,
+            HeaderName::Path,
+            HeaderName::Method,
         ] {
             assert_eq!(HeaderName::from_lowercase(name.as_str()), Some(name));
         }

@@ -4,14 +4,18 @@
 //!
 //! Everything but [`filter`] is free of proxy-wasm types and tested natively.
 
+pub mod budget;
 pub mod config;
 pub mod context;
+pub mod force;
 pub mod formats;
 pub mod headers;
 pub mod ids;
 pub mod metrics;
+pub mod otel_tracestate;
 pub mod sampling;
 pub mod translate;
+pub mod trust;
 
 // The proxy-wasm layer only links inside a proxy; clippy still checks it on the host.
 #[cfg(any(target_arch = "wasm32", clippy))]

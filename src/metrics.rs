@@ -4,7 +4,13 @@
 //! `tracebridge_*` in `/stats/prometheus`.
 
 use crate::formats::Format;
-use crate::translate::Report;
+use crate::translate::{ForceOutcome, Reason, Report};
+
+const FORCE_OUTCOMES: [ForceOutcome; 3] = [
+    ForceOutcome::Accepted,
+    ForceOutcome::Rejected,
+    ForceOutcome::OverLimit,
+];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Counter {
@@ -22,23 +28,36 @@ pub enum Counter {
     DecisionNotSampled,
     /// The host had no random bytes; the request passed unchanged.
     RandomUnavailable,
+    /// Why each request got its decision.
+    Reason(Reason),
+    /// An incoming `th` contradicted the sampled flag and was erased.
+    ThresholdErased,
+    Force(ForceOutcome),
+    /// Requests from callers whose context is not trusted.
+    Untrusted,
 }
 
 impl Counter {
-    pub const COUNT: usize = 2 * Format::COUNT + 6;
+    pub const COUNT: usize =
+        2 * Format::COUNT + 6 + Reason::ALL.len() + 1 + FORCE_OUTCOMES.len() + 1;
 
     pub fn all() -> impl Iterator<Item = Counter> {
         let per_format = Format::ALL
             .into_iter()
             .flat_map(|f| [Counter::Extracted(f), Counter::Invalid(f)]);
-        per_format.chain([
-            Counter::InvalidTracestate,
-            Counter::TraceStarted,
-            Counter::SpanGenerated,
-            Counter::DecisionSampled,
-            Counter::DecisionNotSampled,
-            Counter::RandomUnavailable,
-        ])
+        per_format
+            .chain([
+                Counter::InvalidTracestate,
+                Counter::TraceStarted,
+                Counter::SpanGenerated,
+                Counter::DecisionSampled,
+                Counter::DecisionNotSampled,
+                Counter::RandomUnavailable,
+            ])
+            .chain(Reason::ALL.into_iter().map(Counter::Reason))
+            .chain([Counter::ThresholdErased])
+            .chain(FORCE_OUTCOMES.into_iter().map(Counter::Force))
+            .chain([Counter::Untrusted])
     }
 
     /// A dense index in `0..COUNT`, for a table of metric ids.
@@ -53,6 +72,10 @@ impl Counter {
             Counter::DecisionSampled => 2 * n + 3,
             Counter::DecisionNotSampled => 2 * n + 4,
             Counter::RandomUnavailable => 2 * n + 5,
+            Counter::Reason(reason) => 2 * n + 6 + reason as usize,
+            Counter::ThresholdErased => 2 * n + 6 + Reason::ALL.len(),
+            Counter::Force(outcome) => 2 * n + 7 + Reason::ALL.len() + outcome as usize,
+            Counter::Untrusted => 2 * n + 7 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
         }
     }
 
@@ -66,6 +89,12 @@ impl Counter {
             Counter::DecisionSampled => "tracebridge.decision.sampled".into(),
             Counter::DecisionNotSampled => "tracebridge.decision.not_sampled".into(),
             Counter::RandomUnavailable => "tracebridge.random_unavailable".into(),
+            Counter::Reason(reason) => format!("tracebridge.reason.{}", reason.name()),
+            Counter::ThresholdErased => "tracebridge.threshold_erased".into(),
+            Counter::Force(ForceOutcome::Accepted) => "tracebridge.force.accepted".into(),
+            Counter::Force(ForceOutcome::Rejected) => "tracebridge.force.rejected".into(),
+            Counter::Force(ForceOutcome::OverLimit) => "tracebridge.force.over_limit".into(),
+            Counter::Untrusted => "tracebridge.untrusted".into(),
         }
     }
 }
@@ -90,6 +119,10 @@ pub fn counters(report: &Report) -> impl Iterator<Item = Counter> + '_ {
                 Counter::DecisionNotSampled
             }
         }),
+        Some(Counter::Reason(report.reason)),
+        report.threshold_erased.then_some(Counter::ThresholdErased),
+        report.force.map(Counter::Force),
+        report.untrusted.then_some(Counter::Untrusted),
     ];
     invalid.chain(flags.into_iter().flatten())
 }
@@ -128,7 +161,8 @@ mod tests {
                 Counter::Invalid(Format::TraceContext),
                 Counter::Extracted(Format::XRay),
                 Counter::SpanGenerated,
-                Counter::DecisionNotSampled
+                Counter::DecisionNotSampled,
+                Counter::Reason(Reason::Probability),
             ]
         );
     }

@@ -32,13 +32,81 @@ impl Threshold {
         Threshold(MAX_ADJUSTED_COUNT - kept.min(MAX_ADJUSTED_COUNT))
     }
 
+    /// The collector's rule for `th` precision: round T to `precision` significant hex digits,
+    /// not counting leading `f`s (small p) or leading `0`s (p near 1), so every probability
+    /// keeps `precision` digits of accuracy. `precision` is 1..=14; 14 is full precision.
+    pub fn from_probability_with_precision(p: f64, precision: u32) -> Threshold {
+        let full = Threshold::from_probability(p);
+        if full == Threshold::ALWAYS || full == Threshold::NEVER {
+            return full;
+        }
+        let extra = |x: f64| (-frexp_exponent(x) / 4).max(0) as u32;
+        let digits = (precision + extra(p).max(extra(1.0 - p))).min(14);
+        let shift = 4 * (14 - digits);
+        if shift == 0 {
+            return full;
+        }
+        let half = 1u64 << (shift - 1);
+        let rounded = ((full.0 + half) >> shift) << shift;
+        // Rounding up to 2^56 would mean "never"; keep the largest expressible threshold.
+        Threshold(rounded.min(MAX_ADJUSTED_COUNT - (1 << shift)))
+    }
+
+    /// Builds a threshold from its raw 56-bit value.
+    pub fn from_value(value: u64) -> Option<Threshold> {
+        (value < MAX_ADJUSTED_COUNT).then_some(Threshold(value))
+    }
+
     pub fn value(self) -> u64 {
         self.0
+    }
+
+    /// The `th` encoding: 14 zero-padded lower-case hex digits with trailing zeros removed,
+    /// `0` for 100%. `None` for NEVER, which has no encoding.
+    pub fn encode_th(self) -> Option<String> {
+        if self == Threshold::NEVER {
+            return None;
+        }
+        if self.0 == 0 {
+            return Some("0".into());
+        }
+        let mut out = String::with_capacity(14);
+        crate::ids::write_hex(&mut out, u128::from(self.0), 14);
+        out.truncate(out.trim_end_matches('0').len());
+        Some(out)
+    }
+
+    /// Parses `th`: 1 to 14 lower-case hex digits, extended with trailing zeros to 14.
+    pub fn parse_th(digits: &[u8]) -> Option<Threshold> {
+        if digits.is_empty() || digits.len() > 14 {
+            return None;
+        }
+        let value = crate::ids::parse_hex(digits, crate::ids::HexCase::Lower)? as u64;
+        Some(Threshold(value << (4 * (14 - digits.len()))))
+    }
+
+    /// The stricter of two thresholds (the smaller probability).
+    pub fn max_with(self, other: Threshold) -> Threshold {
+        Threshold(self.0.max(other.0))
     }
 
     pub fn samples(self, randomness: u64) -> bool {
         randomness >= self.0
     }
+}
+
+/// The binary exponent e of `x = m * 2^e` with m in [0.5, 1), as C's `frexp`; x is in (0, 1).
+fn frexp_exponent(x: f64) -> i32 {
+    if x <= 0.0 || !x.is_finite() {
+        return 0;
+    }
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // Subnormal: normalise first (only for p far below 2^-56, which the config rejects).
+        return frexp_exponent(x * 2f64.powi(64)) - 64;
+    }
+    biased - 1022
 }
 
 /// R: the low 56 bits of the trace id (W3C Level 2 puts the random part there).
@@ -96,6 +164,69 @@ mod tests {
                 Threshold::from_probability(p).samples(r),
                 want,
                 "trace {trace:032x} p {p}"
+            );
+        }
+    }
+
+    /// The specification's table of `th` for 1-in-N sampling at precisions 3, 4 and 5.
+    #[test]
+    fn precision_table() {
+        let cases: &[(f64, [&str; 3])] = &[
+            (1.0, ["0", "0", "0"]),
+            (0.5, ["8", "8", "8"]),
+            (1.0 / 3.0, ["aab", "aaab", "aaaab"]),
+            (0.25, ["c", "c", "c"]),
+            (0.2, ["ccd", "cccd", "ccccd"]),
+            (0.125, ["e", "e", "e"]),
+            (0.1, ["e66", "e666", "e6666"]),
+            (0.0625, ["f", "f", "f"]),
+            (0.01, ["fd71", "fd70a", "fd70a4"]),
+            (0.001, ["ffbe7", "ffbe77", "ffbe76d"]),
+            (0.0001, ["fff972", "fff9724", "fff97247"]),
+            (0.00001, ["ffff584", "ffff583a", "ffff583a5"]),
+            (0.000001, ["ffffef4", "ffffef39", "ffffef391"]),
+        ];
+        for &(p, want) in cases {
+            for (precision, th) in [3, 4, 5].into_iter().zip(want) {
+                let got = Threshold::from_probability_with_precision(p, precision).encode_th();
+                assert_eq!(got.as_deref(), Some(th), "p {p} precision {precision}");
+            }
+        }
+        // Other reference encodings from the collector's tests.
+        let others: &[(f64, u32, &str)] = &[
+            (2.0 / 3.0, 3, "555"),
+            (0.4, 3, "99a"),
+            (0.4, 6, "99999a"),
+            (0.2, 6, "cccccd"),
+            (MIN_PROBABILITY, 4, "ffffffffffffff"),
+            (1.0 / 3.0, 14, "aaaaaaaaaaaaac"),
+        ];
+        for &(p, precision, th) in others {
+            let got = Threshold::from_probability_with_precision(p, precision).encode_th();
+            assert_eq!(got.as_deref(), Some(th), "p {p} precision {precision}");
+        }
+        assert_eq!(Threshold::NEVER.encode_th(), None);
+    }
+
+    #[test]
+    fn th_parsing() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("8", Some(0x80000000000000)),
+            ("c", Some(0xc0000000000000)),
+            ("08", Some(0x08000000000000)),
+            ("10000000000000", Some(0x10000000000000)),
+            ("ffffffffffffff", Some(0xffffffffffffff)),
+            ("", None),
+            ("fffffffffffffff", None),
+            ("C", None),
+            ("x", None),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(
+                Threshold::parse_th(input.as_bytes()).map(Threshold::value),
+                want,
+                "th {input:?}"
             );
         }
     }

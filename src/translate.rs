@@ -1,13 +1,18 @@
 //! The core of the filter, free of any proxy-wasm type: read every configured format, choose one
-//! context, decide sampling when nobody has, and compute the header edits that make every
-//! injected format carry that same context.
+//! context (if the caller is trusted), make or keep the sampling decision, and compute the header
+//! edits that make every injected format carry that same context.
 
-use crate::config::Config;
+use crate::budget::Budget;
+use crate::config::{Config, Rule};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::force::{self, ForceToken};
+use crate::formats::tracecontext::{Tracestate, TracestateOut};
 use crate::formats::{b3, b3multi, cloudtrace, tracecontext, xray, Format};
-use crate::headers::{HeaderEdit, RequestHeaders};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
-use crate::sampling::randomness;
+use crate::otel_tracestate::{self, OtValues};
+use crate::sampling::{randomness, Threshold};
+use crate::trust::Peer;
 
 /// Where new ids come from (the host's CSPRNG in the filter, a fixed sequence in tests).
 pub trait RandomSource {
@@ -19,7 +24,64 @@ pub trait RandomSource {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RandomUnavailable;
 
-/// What happened on one request, for the metrics.
+/// What the translator needs from its surroundings.
+pub struct Host<'h> {
+    pub random: &'h mut dyn RandomSource,
+    pub peer: &'h mut dyn Peer,
+    pub budget: &'h mut dyn Budget,
+    pub unix_seconds: u64,
+}
+
+/// Why a request got its sampling decision.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Reason {
+    /// A root decision with `sampling.probability`.
+    #[default]
+    Probability,
+    /// A root decision with the probability of a matching rule.
+    Rule,
+    /// The trusted caller's decision (or its `th` when the flag was lost on the way).
+    Parent,
+    /// A valid force token.
+    Forced,
+    /// The rate cap turned a decision that would have sampled into "not sampled".
+    Capped,
+    /// An untrusted caller's context was dropped and the trace restarted.
+    UntrustedRestart,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Probability,
+        Reason::Rule,
+        Reason::Parent,
+        Reason::Forced,
+        Reason::Capped,
+        Reason::UntrustedRestart,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Probability => "probability",
+            Reason::Rule => "rule",
+            Reason::Parent => "parent",
+            Reason::Forced => "forced",
+            Reason::Capped => "capped",
+            Reason::UntrustedRestart => "untrusted_restart",
+        }
+    }
+}
+
+/// What became of a force header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ForceOutcome {
+    Accepted,
+    Rejected,
+    /// Valid, but over `sampling.force.max_per_second`.
+    OverLimit,
+}
+
+/// What happened on one request, for the metrics and the access log.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Report {
     /// The format that supplied the context; `None` when a new trace started.
@@ -29,8 +91,16 @@ pub struct Report {
     pub invalid_tracestate: bool,
     pub trace_started: bool,
     pub span_generated: bool,
-    /// A decision the filter made itself (`None` when the context already carried one).
+    /// A decision the filter made itself (`None` when the caller's decision was kept).
     pub decided: Option<bool>,
+    pub reason: Reason,
+    /// The index of the rule that set the probability.
+    pub rule: Option<usize>,
+    /// An incoming `th` was erased as inconsistent with the sampled flag.
+    pub threshold_erased: bool,
+    pub force: Option<ForceOutcome>,
+    /// The caller was not trusted (its context, if any, was dropped).
+    pub untrusted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,13 +143,30 @@ pub fn new_span_id(random: &mut dyn RandomSource) -> Result<SpanId, RandomUnavai
     Err(RandomUnavailable)
 }
 
+/// A decision with the threshold to record in `ot.th` (`None`: no `th`).
+struct Sampling {
+    decision: Decision,
+    threshold: Option<Threshold>,
+    reason: Reason,
+}
+
 pub fn translate(
     config: &Config,
     headers: &RequestHeaders,
-    random: &mut dyn RandomSource,
-    unix_seconds: u64,
+    host: &mut Host,
 ) -> Result<Translation, RandomUnavailable> {
     let mut report = Report::default();
+    let mut edits = Vec::new();
+    let trusted = config.sampling.trust.is_trusted(host.peer);
+    report.untrusted = !trusted;
+
+    let force_token = config.sampling.force.as_ref().and_then(|force| {
+        let token = headers.custom(force.header_index)?;
+        // Valid or not, the token never travels further.
+        edits.push(HeaderEdit::RemoveCustom(force.header.clone()));
+        Some(force::verify(token, &force.keys, host.unix_seconds))
+    });
+
     let mut extractions = [Extraction::Absent; Format::COUNT];
     for &format in config.extract.iter().chain(&config.inject) {
         let i = format.index();
@@ -88,38 +175,88 @@ pub fn translate(
             report.invalid[i] = extractions[i] == Extraction::Invalid;
         }
     }
-
     let chosen = config
         .extract
         .iter()
-        .find_map(|&f| extractions[f.index()].context().map(|ctx| (f, *ctx)));
-    let context = match chosen {
+        .find_map(|&f| extractions[f.index()].context().map(|ctx| (f, *ctx)))
+        .filter(|_| trusted);
+
+    // The caller's tracestate counts only when it belongs to the chosen trace.
+    let traceparent = extractions[Format::TraceContext.index()].context().copied();
+    let tracestate = match traceparent {
+        Some(tp) if trusted && chosen.is_some_and(|(_, ctx)| ctx.trace_id == tp.trace_id) => {
+            tracecontext::tracestate(headers)
+        }
+        _ => Tracestate::Absent,
+    };
+    report.invalid_tracestate = tracestate == Tracestate::Invalid;
+    let tracestate_lines = match tracestate {
+        Tracestate::Valid => headers.tracestate_lines().unwrap_or_default(),
+        _ => &[],
+    };
+    let ot = otel_tracestate::read(tracestate_lines);
+
+    let (context, mut sampling) = match chosen {
         Some((format, incoming)) => {
             report.source = Some(format);
-            continue_trace(config, &incoming, &extractions, random, &mut report)?
+            continue_trace(
+                config,
+                headers,
+                host,
+                &incoming,
+                &extractions,
+                ot,
+                &mut report,
+            )?
         }
-        None => start_trace(config, &extractions, random, unix_seconds, &mut report)?,
+        None => {
+            let requested = trusted
+                .then(|| decision_only(config, &extractions))
+                .flatten();
+            start_trace(config, headers, host, requested, &mut report)?
+        }
     };
+    // An untrusted caller that sent any trace header had its context dropped: a restart.
+    let caller_sent_context = config
+        .extract
+        .iter()
+        .any(|f| extractions[f.index()] != Extraction::Absent);
+    let root = matches!(sampling.reason, Reason::Probability | Reason::Rule);
+    if !trusted && caller_sent_context && root {
+        sampling.reason = Reason::UntrustedRestart;
+    }
+    let context = apply_force(force_token, context, &mut sampling, host, &mut report);
+    report.reason = sampling.reason;
+    if sampling.reason != Reason::Parent {
+        report.decided = Some(sampling.decision.is_sampled());
+    }
 
-    let traceparent = &extractions[Format::TraceContext.index()];
-    let tracestate = match traceparent {
-        Extraction::Context(_) => tracecontext::tracestate(headers),
-        _ => tracecontext::Tracestate::Absent,
+    let tracestate_out = if ot.th == sampling.threshold && tracestate == Tracestate::Valid {
+        TracestateOut::Keep
+    } else {
+        match otel_tracestate::with_threshold(tracestate_lines, sampling.threshold) {
+            Some(value) => TracestateOut::Set(value),
+            None => TracestateOut::Remove,
+        }
     };
-    report.invalid_tracestate = tracestate == tracecontext::Tracestate::Invalid;
-
-    let mut edits = Vec::new();
     for &format in &config.inject {
         let incoming = &extractions[format.index()];
         match format {
-            Format::TraceContext => {
-                tracecontext::inject(&context, headers, incoming, tracestate, &mut edits)
-            }
+            Format::TraceContext => tracecontext::inject(
+                &context,
+                headers,
+                incoming,
+                tracestate_out.clone(),
+                &mut edits,
+            ),
             Format::B3 => b3::inject(&context, headers, incoming, &mut edits),
             Format::B3Multi => b3multi::inject(&context, headers, incoming, &mut edits),
             Format::XRay => xray::inject(&context, headers, &mut edits),
             Format::CloudTrace => cloudtrace::inject(&context, headers, incoming, &mut edits),
         }
+    }
+    if !trusted {
+        strip_untrusted(config, headers, &mut edits);
     }
     Ok(Translation {
         context,
@@ -128,72 +265,273 @@ pub fn translate(
     })
 }
 
-/// Continues the caller's trace: same trace id and span id, the caller's decision when it made
-/// one. Only a missing span id or decision is filled in.
+/// An untrusted caller's trace headers must not reach the application: formats that are not
+/// injected are removed, and so is Envoy's `x-client-trace-id` (it forces a trace in Envoy).
+fn strip_untrusted(config: &Config, headers: &RequestHeaders, edits: &mut Vec<HeaderEdit>) {
+    let not_injected = Format::ALL
+        .into_iter()
+        .filter(|f| !config.inject.contains(f));
+    let names = not_injected
+        .flat_map(|f| f.headers().iter().copied())
+        .chain([HeaderName::ClientTraceId]);
+    for name in names {
+        if headers.contains(name) {
+            edits.push(HeaderEdit::Remove(name));
+        }
+    }
+}
+
+/// A B3 sampling-only header, in extraction order.
+fn decision_only(config: &Config, extractions: &[Extraction; Format::COUNT]) -> Option<Decision> {
+    config
+        .extract
+        .iter()
+        .find_map(|&f| match extractions[f.index()] {
+            Extraction::DecisionOnly(decision) => Some(decision),
+            _ => None,
+        })
+}
+
+/// Continues the trusted caller's trace: same trace id and span id, the caller's decision when
+/// it made one. Only a missing span id or decision is filled in.
 fn continue_trace(
     config: &Config,
+    headers: &RequestHeaders,
+    host: &mut Host,
     incoming: &IncomingContext,
     extractions: &[Extraction; Format::COUNT],
-    random: &mut dyn RandomSource,
+    ot: OtValues,
     report: &mut Report,
-) -> Result<TraceContext, RandomUnavailable> {
+) -> Result<(TraceContext, Sampling), RandomUnavailable> {
     let span_id = match incoming.span_id {
         Some(span_id) => span_id,
         None => {
             report.span_generated = true;
-            new_span_id(random)?
+            new_span_id(host.random)?
         }
     };
-    let decision = match incoming.decision {
-        Some(decision) => decision,
-        None => decide(config, incoming.trace_id, report),
+    let r = ot.rv.unwrap_or_else(|| randomness(incoming.trace_id));
+    let sampling = match (incoming.decision, ot.th) {
+        (Some(decision), th) => {
+            // The flag is authoritative; a `th` that contradicts it is erased (specification:
+            // "If a sampled incoming threshold is apparently inconsistent, erase it").
+            let consistent = th.filter(|th| decision.is_sampled() && th.samples(r));
+            report.threshold_erased = th.is_some() && consistent.is_none();
+            Sampling {
+                decision,
+                threshold: consistent,
+                reason: Reason::Parent,
+            }
+        }
+        // The flag was lost on the way but `th` survived: R >= th reproduces the root's decision.
+        (None, Some(th)) => {
+            let sampled = th.samples(r);
+            Sampling {
+                decision: Decision::from_sampled(sampled),
+                threshold: sampled.then_some(th),
+                reason: Reason::Parent,
+            }
+        }
+        (None, None) => root_decision(config, headers, host, r, report),
     };
     // W3C: a random flag received for this trace id must be kept on every outgoing traceparent,
     // whichever format supplied the context.
     let traceparent_random = extractions[Format::TraceContext.index()]
         .context()
         .is_some_and(|tp| tp.trace_id == incoming.trace_id && tp.random_trace_id);
-    Ok(TraceContext {
+    let context = TraceContext {
         trace_id: incoming.trace_id,
         span_id,
-        decision,
+        decision: sampling.decision,
         random_trace_id: incoming.random_trace_id || traceparent_random,
-    })
+    };
+    Ok((context, sampling))
 }
 
-/// No valid context: a new trace, with a B3 sampling-only decision when the caller sent one.
+/// A new trace: no valid (or no trusted) context. A trusted B3 sampling-only header decides it.
 fn start_trace(
     config: &Config,
-    extractions: &[Extraction; Format::COUNT],
-    random: &mut dyn RandomSource,
-    unix_seconds: u64,
+    headers: &RequestHeaders,
+    host: &mut Host,
+    requested: Option<Decision>,
     report: &mut Report,
-) -> Result<TraceContext, RandomUnavailable> {
+) -> Result<(TraceContext, Sampling), RandomUnavailable> {
     report.trace_started = true;
-    let trace_id = new_trace_id(random, unix_seconds)?;
-    let span_id = new_span_id(random)?;
-    let requested = config
-        .extract
-        .iter()
-        .find_map(|&f| match extractions[f.index()] {
-            Extraction::DecisionOnly(decision) => Some(decision),
-            _ => None,
-        });
-    let decision = match requested {
-        Some(decision) => decision,
-        None => decide(config, trace_id, report),
+    let trace_id = new_trace_id(host.random, host.unix_seconds)?;
+    let span_id = new_span_id(host.random)?;
+    let sampling = match requested {
+        Some(decision) => Sampling {
+            decision,
+            threshold: None,
+            reason: Reason::Parent,
+        },
+        None => root_decision(config, headers, host, randomness(trace_id), report),
     };
-    Ok(TraceContext {
+    let context = TraceContext {
         trace_id,
         span_id,
-        decision,
+        decision: sampling.decision,
         random_trace_id: true,
-    })
+    };
+    Ok((context, sampling))
 }
 
-/// The consistent decision: sampled iff R >= T.
-fn decide(config: &Config, trace_id: TraceId, report: &mut Report) -> Decision {
-    let sampled = config.sampling.threshold.samples(randomness(trace_id));
-    report.decided = Some(sampled);
-    Decision::from_sampled(sampled)
+/// The consistent root decision: sampled iff R >= max(T_route, T_cap), then the hard limit.
+fn root_decision(
+    config: &Config,
+    headers: &RequestHeaders,
+    host: &mut Host,
+    r: u64,
+    report: &mut Report,
+) -> Sampling {
+    let (route_threshold, reason) = match matching_rule(config, headers) {
+        Some((i, rule)) => {
+            report.rule = Some(i);
+            (rule.threshold, Reason::Rule)
+        }
+        None => (config.sampling.threshold, Reason::Probability),
+    };
+    let threshold = if config.sampling.max_sampled_per_second.is_some() {
+        route_threshold.max_with(host.budget.cap_threshold())
+    } else {
+        route_threshold
+    };
+    let not_sampled = |reason| Sampling {
+        decision: Decision::NotSampled,
+        threshold: None,
+        reason,
+    };
+    if !threshold.samples(r) {
+        let capped = route_threshold.samples(r);
+        return not_sampled(if capped { Reason::Capped } else { reason });
+    }
+    if !host.budget.admit_sampled_root(host.unix_seconds) {
+        return not_sampled(Reason::Capped);
+    }
+    Sampling {
+        decision: Decision::Sampled,
+        threshold: Some(threshold),
+        reason,
+    }
+}
+
+fn matching_rule<'c>(config: &'c Config, headers: &RequestHeaders) -> Option<(usize, &'c Rule)> {
+    config
+        .sampling
+        .rules
+        .iter()
+        .enumerate()
+        .find(|(_, rule)| rule_matches(rule, headers))
+}
+
+fn rule_matches(rule: &Rule, headers: &RequestHeaders) -> bool {
+    let conditions = &rule.conditions;
+    if let Some(pattern) = &conditions.authority {
+        let Some(authority) = headers.get(HeaderName::Authority) else {
+            return false;
+        };
+        if !authority_matches(pattern, authority) {
+            return false;
+        }
+    }
+    if let Some(prefix) = &conditions.path_prefix {
+        if !headers
+            .get(HeaderName::Path)
+            .is_some_and(|path| path.starts_with(prefix.as_bytes()))
+        {
+            return false;
+        }
+    }
+    if let Some(method) = &conditions.method {
+        if headers.get(HeaderName::Method) != Some(method.as_bytes()) {
+            return false;
+        }
+    }
+    if let Some((index, wanted)) = &conditions.header {
+        match (headers.custom(*index), wanted) {
+            (None, _) => return false,
+            (Some(value), Some(wanted)) if value != wanted.as_bytes() => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// `pattern` is a lower-case host or `*.suffix`; the request's port is ignored unless the
+/// pattern names one.
+fn authority_matches(pattern: &str, authority: &[u8]) -> bool {
+    let host = if port_start(pattern.as_bytes()).is_some() {
+        authority
+    } else {
+        port_start(authority).map_or(authority, |colon| &authority[..colon])
+    };
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.len() > suffix.len() && ends_with_ignore_case(host, suffix.as_bytes()),
+        None => host.eq_ignore_ascii_case(pattern.as_bytes()),
+    }
+}
+
+/// Where `:port` starts; a colon inside `[...]` belongs to an IPv6 address.
+fn port_start(authority: &[u8]) -> Option<usize> {
+    let colon = authority.iter().rposition(|&b| b == b':')?;
+    let bracket = authority.iter().rposition(|&b| b == b']');
+    (bracket.is_none_or(|bracket| bracket < colon)).then_some(colon)
+}
+
+fn ends_with_ignore_case(text: &[u8], suffix: &[u8]) -> bool {
+    text.len() >= suffix.len() && text[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
+/// A valid force token samples the request (`th:0`) within its own per-second limit.
+fn apply_force(
+    token: Option<ForceToken>,
+    mut context: TraceContext,
+    sampling: &mut Sampling,
+    host: &mut Host,
+    report: &mut Report,
+) -> TraceContext {
+    report.force = match token {
+        None => None,
+        Some(ForceToken::Rejected) => Some(ForceOutcome::Rejected),
+        Some(ForceToken::Valid) if sampling.decision.is_sampled() => Some(ForceOutcome::Accepted),
+        Some(ForceToken::Valid) if host.budget.admit_forced(host.unix_seconds) => {
+            *sampling = Sampling {
+                decision: Decision::Sampled,
+                threshold: Some(Threshold::ALWAYS),
+                reason: Reason::Forced,
+            };
+            context.decision = Decision::Sampled;
+            Some(ForceOutcome::Accepted)
+        }
+        Some(ForceToken::Valid) => Some(ForceOutcome::OverLimit),
+    };
+    context
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("api.example.com", "api.example.com", true),
+            ("api.example.com", "API.Example.com:8443", true),
+            ("api.example.com", "www.example.com", false),
+            ("*.example.com", "a.b.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", ".example.com", false),
+            ("api.example.com:8443", "api.example.com:8443", true),
+            ("api.example.com:8443", "api.example.com", false),
+            ("[::1]", "[::1]:80", true),
+            ("[::1]", "[::1]", true),
+        ];
+        for &(pattern, authority, want) in cases {
+            assert_eq!(
+                authority_matches(pattern, authority.as_bytes()),
+                want,
+                "{pattern} vs {authority}"
+            );
+        }
+    }
 }

@@ -2,10 +2,14 @@
 //! Expected values are written out by hand from the format specifications.
 
 use std::collections::BTreeMap;
+use tracebridge::budget::{Budget, BudgetState, Limits, LocalBudget, Unlimited};
 use tracebridge::config::Config;
+use tracebridge::force;
 use tracebridge::formats::Format;
 use tracebridge::headers::{HeaderEdit, RequestHeaders};
-use tracebridge::translate::{translate, RandomSource, Report};
+use tracebridge::translate::{translate, Host, RandomSource, Report};
+use tracebridge::translate::{ForceOutcome, Reason};
+use tracebridge::trust::Peer;
 
 /// Unix time 0x6b063027 (2026-11-24): new trace ids start with these 8 hex digits.
 const NOW: u64 = 0x6b063027;
@@ -21,19 +25,49 @@ impl RandomSource for Sequence {
     }
 }
 
+/// The caller as the proxy sees it.
+struct Caller {
+    address: [u8; 4],
+    principal: Option<&'static str>,
+}
+
+const LOOPBACK: Caller = Caller {
+    address: [127, 0, 0, 1],
+    principal: None,
+};
+
+impl Peer for Caller {
+    fn address(&mut self) -> Option<std::net::IpAddr> {
+        Some(self.address.into())
+    }
+    fn principal(&mut self) -> Option<String> {
+        self.principal.map(String::from)
+    }
+}
+
 type Headers = BTreeMap<String, Vec<String>>;
 
-/// Runs the translator and applies its edits the way Envoy does (set replaces every line).
 fn run(config: &str, request: &[(&str, &[u8])]) -> (Headers, Report) {
+    run_as(config, request, LOOPBACK, &mut Unlimited, NOW)
+}
+
+/// Runs the translator and applies its edits the way Envoy does (set replaces every line).
+fn run_as(
+    config: &str,
+    request: &[(&str, &[u8])],
+    mut caller: Caller,
+    budget: &mut dyn Budget,
+    now: u64,
+) -> (Headers, Report) {
     let config = Config::from_json(config.as_bytes()).expect("test config is valid");
-    let headers = RequestHeaders::from_pairs(request.iter().copied());
-    let translation = translate(
-        &config,
-        &headers,
-        &mut Sequence(vec![0xab, 0xcd, 0xef]),
-        NOW,
-    )
-    .unwrap();
+    let headers = RequestHeaders::with_custom(request.iter().copied(), &config.custom_headers);
+    let mut host = Host {
+        random: &mut Sequence(vec![0xab, 0xcd, 0xef]),
+        peer: &mut caller,
+        budget,
+        unix_seconds: now,
+    };
+    let translation = translate(&config, &headers, &mut host).unwrap();
     let mut out: Headers = BTreeMap::new();
     for (name, value) in request {
         out.entry(name.to_string())
@@ -47,6 +81,9 @@ fn run(config: &str, request: &[(&str, &[u8])]) -> (Headers, Report) {
             }
             HeaderEdit::Remove(name) => {
                 out.remove(name.as_str());
+            }
+            HeaderEdit::RemoveCustom(name) => {
+                out.remove(&name);
             }
         }
     }
@@ -514,9 +551,358 @@ fn hostile_bytes_are_invalid_not_fatal() {
             "00-6b063027abababababababababababab-cdcdcdcdcdcdcdcd-03",
         )],
     );
-    assert!(!out.contains_key("tracestate"));
+    // The new trace is a sampled root at p = 1: its threshold is recorded.
+    assert_eq!(out["tracestate"], vec!["ot=th:0"]);
     assert_eq!(
         out["user-agent"],
         vec![String::from_utf8_lossy(b"\xff\xfe").into_owned()]
     );
+}
+
+// ---- Sampling at the edge: rules, thresholds in tracestate, trust, forcing, the cap ----
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn sampled_root_records_its_threshold() {
+    // R = 0xababababababab >= T(0.5) = 0x80000000000000.
+    let (out, report) = run(r#"{"sampling": {"probability": 0.5}}"#, &[]);
+    assert_eq!(out["tracestate"], vec!["ot=th:8"]);
+    assert_eq!(report.reason, Reason::Probability);
+    // R < T(0.25) = 0xc0000000000000: not sampled, no threshold.
+    let (out, report) = run(r#"{"sampling": {"probability": 0.25}}"#, &[]);
+    assert!(!out.contains_key("tracestate"));
+    assert_eq!(report.decided, Some(false));
+}
+
+#[test]
+fn default_precision_is_four_hex_digits() {
+    // 0.01 at precision 4 is th fd70a; R = 0xababab... is below it.
+    let config =
+        r#"{"sampling": {"rules": [{"match": {}, "probability": 0.01}], "probability": 0}}"#;
+    let (_, report) = run(config, &[]);
+    assert_eq!((report.reason, report.decided), (Reason::Rule, Some(false)));
+    let config = r#"{"sampling": {"probability": 0.75, "precision": 1}}"#;
+    let (out, _) = run(config, &[]);
+    assert_eq!(out["tracestate"], vec!["ot=th:4"]);
+}
+
+#[test]
+fn first_matching_rule_sets_the_probability() {
+    let config = r#"{"sampling": {"probability": 0, "rules": [
+        {"match": {"authority": "api.example.com", "path_prefix": "/checkout", "method": "POST"}, "probability": 1},
+        {"match": {"header": {"name": "X-Load-Test", "value": "yes"}}, "probability": 0.5},
+        {"match": {"authority": "*.internal.example.com"}, "probability": 1}
+    ]}}"#;
+    // (request headers, reason, matching rule, sampled)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Reason, Option<usize>, bool);
+    let cases: &[Case] = &[
+        (
+            &[
+                (":authority", "api.example.com"),
+                (":path", "/checkout/cart"),
+                (":method", "POST"),
+            ],
+            Reason::Rule,
+            Some(0),
+            true,
+        ),
+        (
+            &[
+                (":authority", "api.example.com"),
+                (":path", "/checkout/cart"),
+                (":method", "GET"),
+            ],
+            Reason::Probability,
+            None,
+            false,
+        ),
+        (
+            &[(":authority", "api.example.com"), (":path", "/home")],
+            Reason::Probability,
+            None,
+            false,
+        ),
+        (&[("x-load-test", "yes")], Reason::Rule, Some(1), true),
+        (&[("x-load-test", "no")], Reason::Probability, None, false),
+        (
+            &[(":authority", "db.internal.example.com:5432")],
+            Reason::Rule,
+            Some(2),
+            true,
+        ),
+    ];
+    for &(request, reason, rule, sampled) in cases {
+        let (out, report) = run(config, &text(request));
+        assert_eq!(
+            (report.reason, report.rule, report.decided),
+            (reason, rule, Some(sampled)),
+            "{request:?}"
+        );
+        assert_eq!(
+            out["x-b3-sampled"],
+            vec![if sampled { "1" } else { "0" }],
+            "{request:?}"
+        );
+    }
+}
+
+const FORGED: &[(&str, &str)] = &[
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ffffffffffffff-00f067aa0ba902b7-01",
+    ),
+    ("tracestate", "ot=th:0,vendor=x"),
+    ("b3", "4bf92f3577b34da6a3ffffffffffffff-00f067aa0ba902b7-d"),
+    ("x-b3-traceid", "4bf92f3577b34da6a3ffffffffffffff"),
+    ("x-b3-spanid", "00f067aa0ba902b7"),
+    ("x-b3-flags", "1"),
+    (
+        "x-amzn-trace-id",
+        "Root=1-4bf92f35-77b34da6a3ffffffffffffff;Parent=00f067aa0ba902b7;Sampled=1",
+    ),
+    (
+        "x-cloud-trace-context",
+        "4bf92f3577b34da6a3ffffffffffffff/1;o=1",
+    ),
+    ("x-client-trace-id", "force-me"),
+    ("user-agent", "curl"),
+];
+
+#[test]
+fn untrusted_callers_restart_the_trace() {
+    let (out, report) = run(
+        r#"{"sampling": {"trust_incoming": false, "probability": 0}}"#,
+        &text(FORGED),
+    );
+    expect(
+        &out,
+        &[
+            (
+                "traceparent",
+                "00-6b063027abababababababababababab-cdcdcdcdcdcdcdcd-02",
+            ),
+            ("x-b3-traceid", "6b063027abababababababababababab"),
+            ("x-b3-sampled", "0"),
+            (
+                "x-amzn-trace-id",
+                "Root=1-6b063027-abababababababababababab;Parent=cdcdcdcdcdcdcdcd;Sampled=0",
+            ),
+            (
+                "x-cloud-trace-context",
+                "6b063027abababababababababababab/14829735431805717965;o=0",
+            ),
+            ("user-agent", "curl"),
+        ],
+    );
+    for gone in ["tracestate", "b3", "x-b3-flags", "x-client-trace-id"] {
+        assert!(
+            !out.contains_key(gone),
+            "{gone} must not reach the upstream: {out:#?}"
+        );
+    }
+    assert_eq!(report.reason, Reason::UntrustedRestart);
+    assert!(report.untrusted && report.trace_started);
+    assert_eq!(report.source, None);
+}
+
+#[test]
+fn untrusted_caller_without_context_is_an_ordinary_root() {
+    let (_, report) = run(
+        r#"{"sampling": {"trust_incoming": false, "probability": 0}}"#,
+        &[],
+    );
+    assert_eq!(report.reason, Reason::Probability);
+}
+
+#[test]
+fn trusted_sources_are_continued() {
+    let config = r#"{"sampling": {"trust_incoming": false, "probability": 0, "trusted_sources": {
+        "cidrs": ["10.0.0.0/8"], "principals": ["spiffe://cluster.local/ns/mesh/*"]}}}"#;
+    let request = text(&[("traceparent", TRACEPARENT)]);
+    let callers = [
+        (
+            Caller {
+                address: [10, 1, 2, 3],
+                principal: None,
+            },
+            true,
+        ),
+        (
+            Caller {
+                address: [203, 0, 113, 7],
+                principal: Some("spiffe://cluster.local/ns/mesh/sa/web"),
+            },
+            true,
+        ),
+        (
+            Caller {
+                address: [203, 0, 113, 7],
+                principal: Some("spiffe://cluster.local/ns/other/sa/web"),
+            },
+            false,
+        ),
+        (
+            Caller {
+                address: [203, 0, 113, 7],
+                principal: None,
+            },
+            false,
+        ),
+    ];
+    for (caller, trusted) in callers {
+        let label = format!("{:?} {:?}", caller.address, caller.principal);
+        let (out, report) = run_as(config, &request, caller, &mut Unlimited, NOW);
+        assert_eq!(!report.untrusted, trusted, "{label}");
+        let kept = out["traceparent"] == vec![TRACEPARENT.to_string()];
+        assert_eq!(kept, trusted, "{label}");
+    }
+}
+
+#[test]
+fn parent_threshold_is_kept_when_consistent_and_erased_otherwise() {
+    // R of the W3C example id is 0xce929d0e0e4736.
+    let cases: &[(&str, &str, Option<&str>, bool)] = &[
+        // sampled, R >= th(8): kept as it came
+        (TRACEPARENT, "vendor=x,ot=th:8", None, false),
+        // sampled, R < th(f): erased, the ot entry (now empty) disappears
+        (TRACEPARENT, "vendor=x,ot=th:f", Some("vendor=x"), true),
+        // not sampled with a th: erased, other sub-keys stay, moved to the front
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            "vendor=x,ot=th:8;rv:ce929d0e0e4736",
+            Some("ot=rv:ce929d0e0e4736,vendor=x"),
+            true,
+        ),
+        // explicit randomness wins over the trace id: rv 00000000000001 < th(8)
+        (
+            TRACEPARENT,
+            "ot=th:8;rv:00000000000001",
+            Some("ot=rv:00000000000001"),
+            true,
+        ),
+    ];
+    for &(traceparent, tracestate, want, erased) in cases {
+        let (out, report) = run(
+            "{}",
+            &text(&[("traceparent", traceparent), ("tracestate", tracestate)]),
+        );
+        match want {
+            None => assert_eq!(out["tracestate"], vec![tracestate.to_string()]),
+            Some(want) => assert_eq!(out["tracestate"], vec![want.to_string()], "{tracestate}"),
+        }
+        assert_eq!(report.threshold_erased, erased, "{tracestate}");
+        assert_eq!(report.reason, Reason::Parent);
+        // The flag is authoritative: the decision never changes.
+        assert_eq!(out["traceparent"], vec![traceparent.to_string()]);
+    }
+}
+
+#[test]
+fn threshold_reproduces_a_lost_flag() {
+    let config = r#"{"extract": ["b3multi", "tracecontext"], "sampling": {"probability": 0}}"#;
+    let request = |tracestate: &'static str| {
+        text(&[
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("traceparent", TRACEPARENT),
+            ("tracestate", tracestate),
+        ])
+    };
+    // R = 0xce929d0e0e4736 >= th(c): sampled although p = 0.
+    let (out, report) = run(config, &request("ot=th:c"));
+    expect(&out, &[("x-b3-sampled", "1"), ("tracestate", "ot=th:c")]);
+    assert_eq!((report.reason, report.decided), (Reason::Parent, None));
+    // R < th(d): not sampled, threshold removed.
+    let (out, _) = run(config, &request("ot=th:d,a=1"));
+    expect(&out, &[("x-b3-sampled", "0"), ("tracestate", "a=1")]);
+}
+
+const FORCE_CONFIG: &str = r#"{"sampling": {"probability": 0, "trust_incoming": false,
+    "force": {"header": "x-tracebridge-force", "keys": {"ops": "0123456789abcdef-secret"}, "max_per_second": 1}}}"#;
+
+fn force_budget() -> LocalBudget {
+    LocalBudget {
+        state: BudgetState::default(),
+        limits: Limits {
+            max_sampled_per_second: None,
+            max_forced_per_second: 1,
+            precision: 4,
+        },
+    }
+}
+
+#[test]
+fn a_valid_token_forces_sampling_once_per_second() {
+    let token = force::sign("ops", b"0123456789abcdef-secret", NOW + 300);
+    let request: Vec<(&str, &[u8])> = vec![("x-tracebridge-force", token.as_bytes()), ("b3", b"0")];
+    let mut budget = force_budget();
+    let (out, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut budget, NOW);
+    expect(&out, &[("x-b3-sampled", "1"), ("tracestate", "ot=th:0")]);
+    assert!(!out.contains_key("x-tracebridge-force"));
+    assert_eq!(
+        (report.reason, report.force),
+        (Reason::Forced, Some(ForceOutcome::Accepted))
+    );
+    // The second forced request in the same second is over the limit.
+    let (out, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut budget, NOW);
+    expect(&out, &[("x-b3-sampled", "0")]);
+    assert!(!out.contains_key("x-tracebridge-force"));
+    assert_eq!(report.force, Some(ForceOutcome::OverLimit));
+    // A new second, a new allowance.
+    let (_, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut budget, NOW + 1);
+    assert_eq!(report.force, Some(ForceOutcome::Accepted));
+}
+
+#[test]
+fn bad_tokens_are_stripped_and_ignored() {
+    let tokens = [
+        force::sign("ops", b"0123456789abcdef-secret", NOW),
+        force::sign("ops", b"another-secret-of-16-bytes", NOW + 300),
+        force::sign("dev", b"0123456789abcdef-secret", NOW + 300),
+        "ops.99999999999.not-a-mac".to_string(),
+    ];
+    for token in &tokens {
+        let request: Vec<(&str, &[u8])> = vec![("x-tracebridge-force", token.as_bytes())];
+        let (out, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut force_budget(), NOW);
+        expect(&out, &[("x-b3-sampled", "0")]);
+        assert!(!out.contains_key("x-tracebridge-force"), "{token}");
+        assert_eq!(report.force, Some(ForceOutcome::Rejected), "{token}");
+    }
+}
+
+#[test]
+fn the_hard_limit_caps_sampled_roots_but_not_parents() {
+    let config = r#"{"sampling": {"probability": 1, "max_sampled_per_second": 10}}"#;
+    let mut budget = LocalBudget {
+        state: BudgetState::default(),
+        limits: Limits {
+            max_sampled_per_second: Some(10),
+            max_forced_per_second: 0,
+            precision: 4,
+        },
+    };
+    let mut reasons = Vec::new();
+    for _ in 0..25 {
+        let (_, report) = run_as(config, &[], LOOPBACK, &mut budget, NOW);
+        reasons.push(report.reason);
+    }
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == Reason::Probability)
+            .count(),
+        20
+    );
+    assert_eq!(reasons.iter().filter(|r| **r == Reason::Capped).count(), 5);
+    // A trusted sampled parent is continued however busy the second is.
+    let (out, report) = run_as(
+        config,
+        &text(&[("traceparent", TRACEPARENT)]),
+        LOOPBACK,
+        &mut budget,
+        NOW,
+    );
+    assert_eq!(report.reason, Reason::Parent);
+    assert_eq!(out["traceparent"], vec![TRACEPARENT.to_string()]);
 }

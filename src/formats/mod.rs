@@ -7,7 +7,7 @@ pub mod tracecontext;
 pub mod xray;
 
 use crate::context::Extraction;
-use crate::headers::RequestHeaders;
+use crate::headers::{HeaderName, RequestHeaders};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
@@ -48,6 +48,23 @@ impl Format {
 
     pub fn from_name(name: &str) -> Option<Format> {
         Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Every header this format reads or writes.
+    pub fn headers(self) -> &'static [HeaderName] {
+        match self {
+            Format::TraceContext => &[HeaderName::Traceparent, HeaderName::Tracestate],
+            Format::B3 => &[HeaderName::B3],
+            Format::B3Multi => &[
+                HeaderName::B3TraceId,
+                HeaderName::B3SpanId,
+                HeaderName::B3ParentSpanId,
+                HeaderName::B3Sampled,
+                HeaderName::B3Flags,
+            ],
+            Format::XRay => &[HeaderName::AmznTraceId],
+            Format::CloudTrace => &[HeaderName::CloudTraceContext],
+        }
     }
 
     pub fn index(self) -> usize {

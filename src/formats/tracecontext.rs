@@ -147,13 +147,23 @@ fn is_valid_value(value: &[u8]) -> bool {
             .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
 }
 
-/// Writes `traceparent` for `ctx` unless the request already carries exactly it, and keeps
-/// `tracestate` only when it is valid and belongs to the same trace.
+/// What to do with `tracestate` (the translator decides, since sampling may rewrite it).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TracestateOut {
+    /// Forward the incoming lines unchanged.
+    Keep,
+    /// Remove any incoming lines.
+    Remove,
+    Set(String),
+}
+
+/// Writes `traceparent` for `ctx` unless the request already carries exactly it, and applies
+/// the translator's `tracestate` verdict.
 pub fn inject(
     ctx: &TraceContext,
     headers: &RequestHeaders,
     incoming: &Extraction,
-    tracestate: Tracestate,
+    tracestate: TracestateOut,
     edits: &mut Vec<HeaderEdit>,
 ) {
     let incoming = incoming.context();
@@ -165,10 +175,14 @@ pub fn inject(
             encode_traceparent(ctx),
         ));
     }
-    let same_trace = incoming.is_some_and(|inc| inc.trace_id == ctx.trace_id);
-    let keep_tracestate = same_trace && tracestate == Tracestate::Valid;
-    if headers.contains(HeaderName::Tracestate) && !keep_tracestate {
-        edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
+    match tracestate {
+        TracestateOut::Keep => {}
+        TracestateOut::Remove => {
+            if headers.contains(HeaderName::Tracestate) {
+                edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
+            }
+        }
+        TracestateOut::Set(value) => edits.push(HeaderEdit::Set(HeaderName::Tracestate, value)),
     }
 }
 

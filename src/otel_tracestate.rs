@@ -1,0 +1,221 @@
+//! The OpenTelemetry `ot` entry of W3C `tracestate`: `ot=th:<threshold>;rv:<randomness>;...`
+//! (OpenTelemetry specification, "TraceState Handling" and "Probability Sampling").
+
+use crate::ids::{parse_hex_exact, trim_ows, HexCase};
+use crate::sampling::Threshold;
+
+const OT_KEY: &[u8] = b"ot";
+/// "The complete `ot` value must be at most 256 characters."
+const MAX_OT_VALUE_LEN: usize = 256;
+const MAX_MEMBERS: usize = 32;
+
+/// What a valid `ot` entry says about sampling.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct OtValues {
+    /// The threshold the trace was sampled with (`th`).
+    pub th: Option<Threshold>,
+    /// Explicit randomness (`rv`), which replaces the trace id's low 56 bits as R.
+    pub rv: Option<u64>,
+}
+
+fn members<'l, 'a>(lines: &'l [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'l {
+    lines
+        .iter()
+        .flat_map(|line| line.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|member| !member.is_empty())
+}
+
+fn split_member(member: &[u8]) -> (&[u8], &[u8]) {
+    match member.iter().position(|&b| b == b'=') {
+        Some(eq) => (&member[..eq], &member[eq + 1..]),
+        None => (member, &[]),
+    }
+}
+
+/// The `ot` value's sub-keys, or `None` when it breaks the grammar
+/// (`key ":" value *( ";" key ":" value )`, unique lower-case keys, value `[A-Za-z0-9._-]*`).
+fn sub_keys(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
+    if value.is_empty() || value.len() > MAX_OT_VALUE_LEN {
+        return None;
+    }
+    let pairs = || {
+        value
+            .split(|&b| b == b';')
+            .map(|pair| match pair.iter().position(|&b| b == b':') {
+                Some(colon) => (&pair[..colon], &pair[colon + 1..]),
+                None => (pair, &b""[..]),
+            })
+    };
+    for (i, (key, sub_value)) in pairs().enumerate() {
+        let key_ok = key.first().is_some_and(u8::is_ascii_lowercase)
+            && key
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let value_ok = sub_value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !key_ok || !value_ok || pairs().take(i).any(|(earlier, _)| earlier == key) {
+            return None;
+        }
+    }
+    if value
+        .split(|&b| b == b';')
+        .any(|pair| !pair.contains(&b':'))
+    {
+        return None;
+    }
+    Some(pairs())
+}
+
+fn ot_value<'a>(lines: &[&'a [u8]]) -> Option<&'a [u8]> {
+    members(lines)
+        .map(split_member)
+        .find(|(key, _)| *key == OT_KEY)
+        .map(|(_, value)| value)
+}
+
+/// Reads `th` and `rv` from the `ot` entry. An invalid entry, or an invalid sub-value, counts as
+/// absent (never as a decision).
+pub fn read(lines: &[&[u8]]) -> OtValues {
+    let mut values = OtValues::default();
+    let Some(pairs) = ot_value(lines).and_then(sub_keys) else {
+        return values;
+    };
+    for (key, value) in pairs {
+        match key {
+            b"th" => values.th = Threshold::parse_th(value),
+            b"rv" => values.rv = parse_hex_exact(value, 14, HexCase::Lower).map(|rv| rv as u64),
+            _ => {}
+        }
+    }
+    values
+}
+
+/// The list with the `ot` entry's `th` set to `th` (or removed), the entry moved to the front
+/// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order.
+/// An invalid `ot` entry is replaced. `None` when nothing is left to send.
+pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> {
+    let mut ot = String::new();
+    if let Some(encoded) = th.and_then(Threshold::encode_th) {
+        ot.push_str("th:");
+        ot.push_str(&encoded);
+    }
+    if let Some(pairs) = ot_value(lines).and_then(sub_keys) {
+        for (key, value) in pairs.filter(|(key, _)| *key != b"th") {
+            if !ot.is_empty() {
+                ot.push(';');
+            }
+            // The grammar admits ASCII only, so these conversions cannot fail.
+            ot.push_str(std::str::from_utf8(key).unwrap_or_default());
+            ot.push(':');
+            ot.push_str(std::str::from_utf8(value).unwrap_or_default());
+        }
+    }
+    let mut out = String::new();
+    let mut count = 0;
+    if !ot.is_empty() {
+        out.push_str("ot=");
+        out.push_str(&ot);
+        count += 1;
+    }
+    for member in members(lines).filter(|member| split_member(member).0 != OT_KEY) {
+        // Adding `ot` to a full list drops the rightmost member, as W3C allows.
+        if count == MAX_MEMBERS {
+            break;
+        }
+        let Ok(member) = std::str::from_utf8(member) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(member);
+        count += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn th(digits: &str) -> Option<Threshold> {
+        Threshold::parse_th(digits.as_bytes())
+    }
+
+    #[test]
+    fn read_table() {
+        let cases: &[(&[&str], Option<&str>, Option<u64>)] = &[
+            (&["ot=th:c"], Some("c"), None),
+            (&["ot=th:0"], Some("0"), None),
+            (
+                &["vendor=x,ot=th:8;rv:9b8233f7e3a151"],
+                Some("8"),
+                Some(0x9b8233f7e3a151),
+            ),
+            (
+                &["a=1", "ot=rv:6e6d1a75832a2f;th:fd70a"],
+                Some("fd70a"),
+                Some(0x6e6d1a75832a2f),
+            ),
+            (&["ot=p:8;r:62"], None, None),
+            // A 13-digit rv and a 15-digit th are invalid sub-values.
+            (&["ot=th:8;rv:9b8233f7e3a15"], Some("8"), None),
+            (&["ot=th:100000000000000"], None, None),
+            (&["ot=th:C"], None, None),
+            (&["ot=th:"], None, None),
+            // Grammar violations void the whole entry.
+            (&["ot=th:8;th:c"], None, None),
+            (&["ot=th:8;Rv:1"], None, None),
+            (&["ot=th:8;junk"], None, None),
+            (&["ot=th:8;x:a+b"], None, None),
+            (&["vendor=th:8"], None, None),
+            (&[], None, None),
+        ];
+        for &(lines, want_th, want_rv) in cases {
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            let got = read(&lines);
+            assert_eq!(got.th, want_th.and_then(th), "{lines:?}");
+            assert_eq!(got.rv, want_rv, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn rewrite_table() {
+        let cases: &[(&[&str], Option<&str>, Option<&str>)] = &[
+            (&[], Some("c"), Some("ot=th:c")),
+            (&[], None, None),
+            (&["vendor=x"], Some("fd70a"), Some("ot=th:fd70a,vendor=x")),
+            (
+                &["vendor=x", "ot=rv:9b8233f7e3a151;th:0"],
+                Some("8"),
+                Some("ot=th:8;rv:9b8233f7e3a151,vendor=x"),
+            ),
+            (&["vendor=x,ot=th:8;p:2"], None, Some("ot=p:2,vendor=x")),
+            (&["vendor=x, ot=th:8"], None, Some("vendor=x")),
+            (&["ot=th:8"], None, None),
+            (&["ot=bad value,a=1"], Some("0"), Some("ot=th:0,a=1")),
+        ];
+        for &(lines, th_out, want) in cases {
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            assert_eq!(
+                with_threshold(&lines, th_out.and_then(th)).as_deref(),
+                want,
+                "{lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_list_drops_the_rightmost_member() {
+        let full: String = (0..32)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = with_threshold(&[full.as_bytes()], th("0")).unwrap();
+        assert!(out.starts_with("ot=th:0,k0=v,"));
+        assert!(out.ends_with(",k30=v"));
+        assert_eq!(out.split(',').count(), 32);
+    }
+}
