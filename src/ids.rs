@@ -135,6 +135,12 @@ pub fn parse_decimal_u64(digits: &[u8], max_digits: usize) -> Option<u64> {
     Some(value)
 }
 
+/// Whether every byte is visible ASCII or a space: what every trace header grammar is made of.
+/// Anything else (control bytes, non-ASCII, non-UTF-8) makes a header invalid.
+pub fn is_printable_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| (0x20..=0x7e).contains(&b))
+}
+
 /// Trims the optional white space (SP / HTAB) that HTTP allows around values and list members.
 pub fn trim_ows(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {

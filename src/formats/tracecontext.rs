@@ -3,7 +3,9 @@
 
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
-use crate::ids::{parse_hex_exact, trim_ows, write_hex, HexCase, SpanId, TraceId};
+use crate::ids::{
+    is_printable_ascii, parse_hex_exact, trim_ows, write_hex, HexCase, SpanId, TraceId,
+};
 
 const SAMPLED: u8 = 0x01;
 const RANDOM_TRACE_ID: u8 = 0x02;
@@ -32,7 +34,8 @@ pub fn extract(headers: &RequestHeaders) -> Extraction {
 }
 
 pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
-    if value.len() < V00_LEN || value.len() > MAX_TRACEPARENT_LEN {
+    // The fields are checked one by one below; a later version's tail must at least be text.
+    if value.len() < V00_LEN || value.len() > MAX_TRACEPARENT_LEN || !is_printable_ascii(value) {
         return None;
     }
     let version = parse_hex_exact(&value[0..2], 2, HexCase::Lower)?;
@@ -208,6 +211,8 @@ mod tests {
             (long_future, Some((true, false))),
             (format!("cc-{TRACE}-{SPAN}-01"), Some((true, false))),
             (dot_future, None),
+            (format!("cc-{TRACE}-{SPAN}-01-\u{e9}"), None),
+            (format!("cc-{TRACE}-{SPAN}-01-\t"), None),
             (format!("00-{TRACE}-{SPAN}-01-"), None),
             (format!("ff-{TRACE}-{SPAN}-01"), None),
             (format!("00-{}-{SPAN}-01", "0".repeat(32)), None),

@@ -3,7 +3,9 @@
 
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
-use crate::ids::{parse_hex_exact, parse_span_id_16, trim_ows, HexCase, TraceId};
+use crate::ids::{
+    is_printable_ascii, parse_hex_exact, parse_span_id_16, trim_ows, HexCase, TraceId,
+};
 
 /// ALB and the SDKs keep the header short (the Java SDK truncates at 256); 1 KiB leaves room for
 /// custom fields without accepting hostile sizes.
@@ -43,7 +45,8 @@ fn is_known_key(key: &[u8]) -> bool {
 }
 
 fn parse(value: &[u8]) -> Option<Parsed> {
-    if value.len() > MAX_LEN {
+    // Extra fields are kept verbatim, so the whole header must be text.
+    if value.len() > MAX_LEN || !is_printable_ascii(value) {
         return None;
     }
     let (mut root, mut parent, mut sampled) = (None, None, None);
@@ -109,9 +112,9 @@ pub fn encode<'a>(ctx: &TraceContext, extra_fields: impl Iterator<Item = &'a [u8
         ";Sampled=0"
     });
     for field in extra_fields {
-        out.push(';');
         // Fields are ASCII when the header parsed; anything else is dropped rather than mangled.
         if let Ok(field) = std::str::from_utf8(field) {
+            out.push(';');
             out.push_str(field);
         }
     }
@@ -218,6 +221,10 @@ mod tests {
             (format!("Root={ROOT};Parent=53995c3f42cd8ad"), None),
             (format!("Root={ROOT};Parent=0000000000000000"), None),
             (format!("Root={ROOT};garbage"), None),
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=1;Foo=\u{e9}"),
+                None,
+            ),
             (String::new(), None),
         ];
         for (input, want) in cases {
