@@ -652,6 +652,15 @@ mod tests {
         assert_eq!(config.sampling.threshold, Threshold::ALWAYS);
     }
 
+    /// Each input is rejected with an error naming `path` and mentioning `problem`.
+    fn assert_errors(cases: &[(&str, &str, &str)]) {
+        for &(input, path, problem) in cases {
+            let err = Config::from_json(input.as_bytes()).unwrap_err();
+            assert_eq!(err.path, path, "{input}");
+            assert!(err.problem.contains(problem), "{input}: {}", err.problem);
+        }
+    }
+
     #[test]
     fn full_sampling_config() {
         std::env::set_var("TRACEBRIDGE_TEST_SECRET", "from-the-environment-0123");
@@ -812,11 +821,7 @@ mod tests {
                 "at least 1",
             ),
         ];
-        for &(input, path, problem) in cases {
-            let err = Config::from_json(input.as_bytes()).unwrap_err();
-            assert_eq!(err.path, path, "{input}");
-            assert!(err.problem.contains(problem), "{input}: {}", err.problem);
-        }
+        assert_errors(cases);
     }
 
     #[test]
@@ -880,10 +885,6 @@ mod tests {
                 "below the smallest",
             ),
         ];
-        for &(input, path, problem) in cases {
-            let err = Config::from_json(input.as_bytes()).unwrap_err();
-            assert_eq!(err.path, path, "{input}");
-            assert!(err.problem.contains(problem), "{input}: {}", err.problem);
-        }
+        assert_errors(cases);
     }
 }

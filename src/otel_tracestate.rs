@@ -40,14 +40,13 @@ fn sub_keys(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
         return None;
     }
     let pairs = || {
-        value
-            .split(|&b| b == b';')
-            .map(|pair| match pair.iter().position(|&b| b == b':') {
-                Some(colon) => (&pair[..colon], &pair[colon + 1..]),
-                None => (pair, &b""[..]),
-            })
+        value.split(|&b| b == b';').map(|pair| {
+            let colon = pair.iter().position(|&b| b == b':')?;
+            Some((&pair[..colon], &pair[colon + 1..]))
+        })
     };
-    for (i, (key, sub_value)) in pairs().enumerate() {
+    for (i, pair) in pairs().enumerate() {
+        let (key, sub_value) = pair?;
         let key_ok = key.first().is_some_and(u8::is_ascii_lowercase)
             && key
                 .iter()
@@ -55,17 +54,12 @@ fn sub_keys(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
         let value_ok = sub_value
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !key_ok || !value_ok || pairs().take(i).any(|(earlier, _)| earlier == key) {
+        let repeated = pairs().take(i).flatten().any(|(earlier, _)| earlier == key);
+        if !key_ok || !value_ok || repeated {
             return None;
         }
     }
-    if value
-        .split(|&b| b == b';')
-        .any(|pair| !pair.contains(&b':'))
-    {
-        return None;
-    }
-    Some(pairs())
+    Some(pairs().flatten())
 }
 
 fn ot_value<'a>(lines: &[&'a [u8]]) -> Option<&'a [u8]> {
