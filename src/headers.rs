@@ -16,6 +16,15 @@ pub enum HeaderName {
     B3Flags,
     AmznTraceId,
     CloudTraceContext,
+    UberTraceId,
+    /// Jaeger clients' "start a debug trace" header.
+    JaegerDebugId,
+    DatadogTraceId,
+    DatadogParentId,
+    DatadogSamplingPriority,
+    DatadogTags,
+    DatadogOrigin,
+    GrpcTraceBin,
     /// Envoy's "force a trace" header, which any client can send.
     ClientTraceId,
     Authority,
@@ -24,7 +33,7 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 22;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +47,14 @@ impl HeaderName {
             HeaderName::B3Flags => "x-b3-flags",
             HeaderName::AmznTraceId => "x-amzn-trace-id",
             HeaderName::CloudTraceContext => "x-cloud-trace-context",
+            HeaderName::UberTraceId => "uber-trace-id",
+            HeaderName::JaegerDebugId => "jaeger-debug-id",
+            HeaderName::DatadogTraceId => "x-datadog-trace-id",
+            HeaderName::DatadogParentId => "x-datadog-parent-id",
+            HeaderName::DatadogSamplingPriority => "x-datadog-sampling-priority",
+            HeaderName::DatadogTags => "x-datadog-tags",
+            HeaderName::DatadogOrigin => "x-datadog-origin",
+            HeaderName::GrpcTraceBin => "grpc-trace-bin",
             HeaderName::ClientTraceId => "x-client-trace-id",
             HeaderName::Authority => ":authority",
             HeaderName::Path => ":path",
@@ -58,6 +75,14 @@ impl HeaderName {
             "x-b3-flags" => HeaderName::B3Flags,
             "x-amzn-trace-id" => HeaderName::AmznTraceId,
             "x-cloud-trace-context" => HeaderName::CloudTraceContext,
+            "uber-trace-id" => HeaderName::UberTraceId,
+            "jaeger-debug-id" => HeaderName::JaegerDebugId,
+            "x-datadog-trace-id" => HeaderName::DatadogTraceId,
+            "x-datadog-parent-id" => HeaderName::DatadogParentId,
+            "x-datadog-sampling-priority" => HeaderName::DatadogSamplingPriority,
+            "x-datadog-tags" => HeaderName::DatadogTags,
+            "x-datadog-origin" => HeaderName::DatadogOrigin,
+            "grpc-trace-bin" => HeaderName::GrpcTraceBin,
             "x-client-trace-id" => HeaderName::ClientTraceId,
             ":authority" => HeaderName::Authority,
             ":path" => HeaderName::Path,
@@ -235,6 +260,14 @@ mod tests {
             HeaderName::B3Flags,
             HeaderName::AmznTraceId,
             HeaderName::CloudTraceContext,
+            HeaderName::UberTraceId,
+            HeaderName::JaegerDebugId,
+            HeaderName::DatadogTraceId,
+            HeaderName::DatadogParentId,
+            HeaderName::DatadogSamplingPriority,
+            HeaderName::DatadogTags,
+            HeaderName::DatadogOrigin,
+            HeaderName::GrpcTraceBin,
             HeaderName::ClientTraceId,
             HeaderName::Authority,
             HeaderName::Path,

@@ -7,7 +7,9 @@ use crate::config::{Config, Rule};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::force::{self, ForceToken};
 use crate::formats::tracecontext::{Tracestate, TracestateOut};
-use crate::formats::{b3, b3multi, cloudtrace, tracecontext, xray, Format};
+use crate::formats::{
+    b3, b3multi, cloudtrace, datadog, grpctracebin, jaeger, tracecontext, xray, Format,
+};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
 use crate::otel_tracestate::{self, OtValues};
@@ -253,6 +255,9 @@ pub fn translate(
             Format::B3Multi => b3multi::inject(&context, headers, incoming, &mut edits),
             Format::XRay => xray::inject(&context, headers, &mut edits),
             Format::CloudTrace => cloudtrace::inject(&context, headers, incoming, &mut edits),
+            Format::Jaeger => jaeger::inject(&context, headers, incoming, &mut edits),
+            Format::Datadog => datadog::inject(&context, headers, incoming, &mut edits),
+            Format::GrpcTraceBin => grpctracebin::inject(&context, headers, incoming, &mut edits),
         }
     }
     if !trusted {
@@ -265,15 +270,20 @@ pub fn translate(
     })
 }
 
+/// Headers that ask tracers to force a trace: never passed on from untrusted callers.
+const FORCING_HEADERS: [HeaderName; 2] = [HeaderName::ClientTraceId, HeaderName::JaegerDebugId];
+
 /// An untrusted caller's trace headers must not reach the application: formats that are not
-/// injected are removed, and so is Envoy's `x-client-trace-id` (it forces a trace in Envoy).
+/// injected are removed, and so are the headers that force a trace in Envoy
+/// (`x-client-trace-id`) or in Jaeger clients (`jaeger-debug-id`).
 fn strip_untrusted(config: &Config, headers: &RequestHeaders, edits: &mut Vec<HeaderEdit>) {
     let not_injected = Format::ALL
         .into_iter()
         .filter(|f| !config.inject.contains(f));
     let names = not_injected
         .flat_map(|f| f.headers().iter().copied())
-        .chain([HeaderName::ClientTraceId]);
+        .filter(|name| !FORCING_HEADERS.contains(name))
+        .chain(FORCING_HEADERS);
     for name in names {
         if headers.contains(name) {
             edits.push(HeaderEdit::Remove(name));

@@ -55,6 +55,13 @@ const NAMES: &[&str] = &[
     "x-b3-flags",
     "x-amzn-trace-id",
     "x-cloud-trace-context",
+    "uber-trace-id",
+    "jaeger-debug-id",
+    "x-datadog-trace-id",
+    "x-datadog-parent-id",
+    "x-datadog-sampling-priority",
+    "x-datadog-tags",
+    "grpc-trace-bin",
 ];
 
 /// Valid values of each format, which the generator then mutates.
@@ -69,6 +76,13 @@ const SEEDS: &[&str] = &[
     "1",
     "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=?;Lineage=a:1",
     "105445aa7843bc8bf206b12000100000/1;o=1",
+    "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:3",
+    "debug-me",
+    "3689348814741910323",
+    "67667974448284343",
+    "2",
+    "_dd.p.dm=-4,_dd.p.tid=4bf92f3577b34da6",
+    "AABL+S81d7NNpqPOkp0ODkc2AQDwZ6oLqQK3AgE=",
 ];
 
 fn mutate(rng: &mut Rng, value: &str) -> Vec<u8> {
@@ -96,9 +110,9 @@ fn mutate(rng: &mut Rng, value: &str) -> Vec<u8> {
 }
 
 const CONFIGS: &[&str] = &[
-    r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace"]}"#,
-    r#"{"extract": ["cloudtrace", "xray", "b3multi", "b3", "tracecontext"], "inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace"], "sampling": {"probability": 0.5}}"#,
-    r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace"], "sampling": {"trust_incoming": false, "probability": 0.25}}"#,
+    r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"]}"#,
+    r#"{"extract": ["grpctracebin", "datadog", "jaeger", "cloudtrace", "xray", "b3multi", "b3", "tracecontext"], "inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"], "sampling": {"probability": 0.5}}"#,
+    r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"], "sampling": {"trust_incoming": false, "probability": 0.25}}"#,
 ];
 
 #[test]

@@ -534,6 +534,10 @@ fn hostile_bytes_are_invalid_not_fatal() {
         ("b3", b"\x00"),
         ("x-b3-traceid", b"\xe2\x82\xac"),
         ("x-b3-spanid", b"a2fb4a1d1a96d312"),
+        ("uber-trace-id", b"\xff:1:0:1"),
+        ("x-datadog-trace-id", b"12\xff"),
+        ("x-datadog-parent-id", b"1"),
+        ("grpc-trace-bin", b"\xff\xfe"),
         ("user-agent", b"\xff\xfe"),
     ];
     let (out, report) = run(r#"{"sampling": {"probability": 1}}"#, &request);

@@ -3,6 +3,9 @@
 pub mod b3;
 pub mod b3multi;
 pub mod cloudtrace;
+pub mod datadog;
+pub mod grpctracebin;
+pub mod jaeger;
 pub mod tracecontext;
 pub mod xray;
 
@@ -16,10 +19,13 @@ pub enum Format {
     B3Multi,
     XRay,
     CloudTrace,
+    Jaeger,
+    Datadog,
+    GrpcTraceBin,
 }
 
 impl Format {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 8;
     /// Every supported format, in the default extraction order.
     pub const ALL: [Format; Format::COUNT] = [
         Format::TraceContext,
@@ -27,8 +33,11 @@ impl Format {
         Format::B3Multi,
         Format::XRay,
         Format::CloudTrace,
+        Format::Jaeger,
+        Format::Datadog,
+        Format::GrpcTraceBin,
     ];
-    pub const DEFAULT_EXTRACT: [Format; 5] = Format::ALL;
+    pub const DEFAULT_EXTRACT: [Format; Format::COUNT] = Format::ALL;
     pub const DEFAULT_INJECT: [Format; 4] = [
         Format::TraceContext,
         Format::B3Multi,
@@ -43,6 +52,9 @@ impl Format {
             Format::B3Multi => "b3multi",
             Format::XRay => "xray",
             Format::CloudTrace => "cloudtrace",
+            Format::Jaeger => "jaeger",
+            Format::Datadog => "datadog",
+            Format::GrpcTraceBin => "grpctracebin",
         }
     }
 
@@ -64,6 +76,9 @@ impl Format {
             ],
             Format::XRay => &[HeaderName::AmznTraceId],
             Format::CloudTrace => &[HeaderName::CloudTraceContext],
+            Format::Jaeger => &[HeaderName::UberTraceId, HeaderName::JaegerDebugId],
+            Format::Datadog => &datadog::HEADERS,
+            Format::GrpcTraceBin => &[HeaderName::GrpcTraceBin],
         }
     }
 
@@ -78,6 +93,9 @@ impl Format {
             Format::B3Multi => b3multi::extract(headers),
             Format::XRay => xray::extract(headers),
             Format::CloudTrace => cloudtrace::extract(headers),
+            Format::Jaeger => jaeger::extract(headers),
+            Format::Datadog => datadog::extract(headers),
+            Format::GrpcTraceBin => grpctracebin::extract(headers),
         }
     }
 }

@@ -59,8 +59,8 @@ def test_valid_configuration_starts(start_envoy, config):
 INVALID = {
     "unknown-key": ('{"foo": 1}', r"foo"),
     "unknown-sampling-key": ('{"sampling": {"rate": 0.5}}', r"sampling\.rate"),
-    "unknown-format": ('{"extract": ["tracecontext", "jaeger"]}', r"extract\[1\]"),
-    "unknown-inject-format": ('{"inject": ["b3", "datadog"]}', r"inject\[1\]"),
+    "unknown-format": ('{"extract": ["tracecontext", "zipkin"]}', r"extract\[1\]"),
+    "unknown-inject-format": ('{"inject": ["b3", "w3c"]}', r"inject\[1\]"),
     "duplicate-extract": ('{"extract": ["b3", "xray", "b3"]}', r"extract(\[2\])?"),
     "duplicate-inject": ('{"inject": ["xray", "xray"]}', r"inject(\[1\])?"),
     "extract-not-a-list": ('{"extract": "b3"}', r"extract"),

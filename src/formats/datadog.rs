@@ -1,0 +1,353 @@
+//! Datadog: `x-datadog-trace-id` (decimal low 64 bits), `x-datadog-parent-id` (decimal),
+//! `x-datadog-sampling-priority`, `x-datadog-tags` (`_dd.p.tid` = upper 64 bits) and
+//! `x-datadog-origin`, read as Datadog's own tracers read them.
+
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
+use crate::ids::{
+    is_printable_ascii, parse_decimal_u64, parse_hex_exact, HexCase, SpanId, TraceId,
+};
+use std::fmt::Write;
+
+const TID_TAG: &[u8] = b"_dd.p.tid";
+/// Datadog tracers cap propagated tags at 512 bytes.
+const MAX_TAGS_LEN: usize = 512;
+const MAX_ORIGIN_LEN: usize = 256;
+
+pub const HEADERS: [HeaderName; 5] = [
+    HeaderName::DatadogTraceId,
+    HeaderName::DatadogParentId,
+    HeaderName::DatadogSamplingPriority,
+    HeaderName::DatadogTags,
+    HeaderName::DatadogOrigin,
+];
+
+/// A decimal 64-bit id; a leading `-` is a signed 64-bit value reinterpreted (older tracers).
+fn parse_id(digits: &[u8]) -> Option<u64> {
+    match digits.strip_prefix(b"-") {
+        Some(magnitude) => {
+            let magnitude = parse_decimal_u64(magnitude, 19)?;
+            (magnitude <= 1 << 63).then(|| magnitude.wrapping_neg())
+        }
+        None => parse_decimal_u64(digits, 20),
+    }
+}
+
+fn parse_priority(digits: &[u8]) -> Option<Decision> {
+    let (negative, magnitude) = match digits.strip_prefix(b"-") {
+        Some(magnitude) => (true, magnitude),
+        None => (false, digits),
+    };
+    let magnitude = parse_decimal_u64(magnitude, 10)?;
+    // > 0 keeps the trace (1 auto keep, 2 user keep); <= 0 drops it.
+    Some(Decision::from_sampled(!negative && magnitude > 0))
+}
+
+/// The tags as `(key, value)` pairs, or `None` when malformed.
+fn tags(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
+    if value.len() > MAX_TAGS_LEN || !is_printable_ascii(value) {
+        return None;
+    }
+    let pairs = || {
+        value
+            .split(|&b| b == b',')
+            .filter(|tag| !tag.is_empty())
+            .map(|tag| {
+                let eq = tag.iter().position(|&b| b == b'=')?;
+                Some((&tag[..eq], &tag[eq + 1..]))
+            })
+    };
+    pairs()
+        .all(|pair| pair.is_some())
+        .then(|| pairs().flatten())
+}
+
+/// The upper 64 bits from `_dd.p.tid` (exactly 16 lower-case hex digits, else ignored).
+fn high_bits(tags_value: Option<&[u8]>) -> Option<u64> {
+    let (_, tid) = tags(tags_value?)?.find(|(key, _)| *key == TID_TAG)?;
+    parse_hex_exact(tid, 16, HexCase::Lower).map(|high| high as u64)
+}
+
+pub fn extract(headers: &RequestHeaders) -> Extraction {
+    let Some(trace) = headers.get(HeaderName::DatadogTraceId) else {
+        let any = HEADERS.iter().any(|&name| headers.contains(name));
+        return if any {
+            Extraction::Invalid
+        } else {
+            Extraction::Absent
+        };
+    };
+    parse(headers, trace).map_or(Extraction::Invalid, Extraction::Context)
+}
+
+fn parse(headers: &RequestHeaders, trace: &[u8]) -> Option<IncomingContext> {
+    let low = parse_id(trace)?;
+    let tags_value = headers.get(HeaderName::DatadogTags);
+    if tags_value.is_some_and(|value| tags(value).is_none()) {
+        return None;
+    }
+    let high = high_bits(tags_value).unwrap_or(0);
+    let trace_id = TraceId::new((u128::from(high) << 64) | u128::from(low))?;
+    if low == 0 {
+        return None;
+    }
+    let synthetics = headers.get(HeaderName::DatadogOrigin) == Some(b"synthetics");
+    let span_id = match headers.get(HeaderName::DatadogParentId) {
+        Some(parent) => match parse_id(parent)? {
+            // Synthetic tests start traces with parent 0: a trace id without a span.
+            0 if synthetics => None,
+            0 => return None,
+            parent => SpanId::new(parent),
+        },
+        None if synthetics => None,
+        None => return None,
+    };
+    let decision = match headers.get(HeaderName::DatadogSamplingPriority) {
+        None => None,
+        Some(priority) => Some(parse_priority(priority)?),
+    };
+    Some(IncomingContext {
+        trace_id,
+        span_id,
+        decision,
+        random_trace_id: false,
+    })
+}
+
+/// Writes the Datadog headers for `ctx`. When the trace is unchanged, the caller's other
+/// `_dd.p.*` tags and its origin are kept; `x-datadog-parent-id: 0` is never written.
+pub fn inject(
+    ctx: &TraceContext,
+    headers: &RequestHeaders,
+    incoming: &Extraction,
+    edits: &mut Vec<HeaderEdit>,
+) {
+    let single_lines = HEADERS.iter().all(|&name| headers.count(name) <= 1);
+    let same_trace = incoming
+        .context()
+        .is_some_and(|inc| inc.trace_id == ctx.trace_id);
+    if single_lines
+        && incoming
+            .context()
+            .is_some_and(|inc| ctx.matches(inc, false))
+    {
+        return;
+    }
+    let mut trace = String::with_capacity(20);
+    let _ = write!(trace, "{}", ctx.trace_id.low64());
+    edits.push(HeaderEdit::Set(HeaderName::DatadogTraceId, trace));
+    edits.push(HeaderEdit::Set(
+        HeaderName::DatadogParentId,
+        ctx.span_id.value().to_string(),
+    ));
+    let priority = match ctx.decision {
+        Decision::NotSampled => "0",
+        Decision::Sampled => "1",
+        // A debug trace is a user's explicit keep.
+        Decision::Debug => "2",
+    };
+    edits.push(HeaderEdit::Set(
+        HeaderName::DatadogSamplingPriority,
+        priority.into(),
+    ));
+
+    let mut tags_out = String::new();
+    let kept = headers
+        .get(HeaderName::DatadogTags)
+        .filter(|_| same_trace)
+        .and_then(tags);
+    for (key, value) in kept
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| *key != TID_TAG)
+    {
+        if !tags_out.is_empty() {
+            tags_out.push(',');
+        }
+        // Tags are printable ASCII when they parsed.
+        tags_out.push_str(std::str::from_utf8(key).unwrap_or_default());
+        tags_out.push('=');
+        tags_out.push_str(std::str::from_utf8(value).unwrap_or_default());
+    }
+    if ctx.trace_id.high64() != 0 {
+        if !tags_out.is_empty() {
+            tags_out.push(',');
+        }
+        let _ = write!(tags_out, "_dd.p.tid={:016x}", ctx.trace_id.high64());
+    }
+    if !tags_out.is_empty() {
+        edits.push(HeaderEdit::Set(HeaderName::DatadogTags, tags_out));
+    } else if headers.contains(HeaderName::DatadogTags) {
+        edits.push(HeaderEdit::Remove(HeaderName::DatadogTags));
+    }
+    let origin_ok = headers
+        .get(HeaderName::DatadogOrigin)
+        .is_some_and(|origin| origin.len() <= MAX_ORIGIN_LEN && is_printable_ascii(origin));
+    if headers.contains(HeaderName::DatadogOrigin) && !(same_trace && origin_ok) {
+        edits.push(HeaderEdit::Remove(HeaderName::DatadogOrigin));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(pairs: &[(&str, &str)]) -> Extraction {
+        extract(&RequestHeaders::from_pairs(
+            pairs.iter().map(|(k, v)| (*k, v.as_bytes())),
+        ))
+    }
+
+    fn context(trace: u128, span: Option<u64>, decision: Option<Decision>) -> Extraction {
+        Extraction::Context(IncomingContext {
+            trace_id: TraceId::new(trace).unwrap(),
+            span_id: span.and_then(SpanId::new),
+            decision,
+            random_trace_id: false,
+        })
+    }
+
+    #[test]
+    fn extract_table() {
+        // 0x3333333333333333 = 3689348814741910323; 0x00f067aa0ba902b7 = 67667974448284343.
+        let t = ("x-datadog-trace-id", "3689348814741910323");
+        let p = ("x-datadog-parent-id", "67667974448284343");
+        let low = 0x3333333333333333;
+        let span = Some(0x00f067aa0ba902b7);
+        let cases: Vec<(Vec<(&str, &str)>, Extraction)> = vec![
+            (vec![], Extraction::Absent),
+            (vec![t, p], context(low, span, None)),
+            (
+                vec![t, p, ("x-datadog-sampling-priority", "1")],
+                context(low, span, Some(Decision::Sampled)),
+            ),
+            (
+                vec![t, p, ("x-datadog-sampling-priority", "2")],
+                context(low, span, Some(Decision::Sampled)),
+            ),
+            (
+                vec![t, p, ("x-datadog-sampling-priority", "0")],
+                context(low, span, Some(Decision::NotSampled)),
+            ),
+            (
+                vec![t, p, ("x-datadog-sampling-priority", "-1")],
+                context(low, span, Some(Decision::NotSampled)),
+            ),
+            (
+                vec![
+                    t,
+                    p,
+                    ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.tid=4bf92f3577b34da6"),
+                ],
+                context(0x4bf92f3577b34da6_3333333333333333, span, None),
+            ),
+            // A malformed _dd.p.tid is ignored: a 64-bit id.
+            (
+                vec![t, p, ("x-datadog-tags", "_dd.p.tid=4BF92F3577B34DA6")],
+                context(low, span, None),
+            ),
+            // Signed ids from older tracers: -1 is 2^64 - 1.
+            (
+                vec![("x-datadog-trace-id", "-1"), p],
+                context(u128::from(u64::MAX), span, None),
+            ),
+            (
+                vec![t, ("x-datadog-origin", "synthetics")],
+                context(low, None, None),
+            ),
+            (
+                vec![
+                    t,
+                    ("x-datadog-parent-id", "0"),
+                    ("x-datadog-origin", "synthetics"),
+                ],
+                context(low, None, None),
+            ),
+            (vec![t, ("x-datadog-parent-id", "0")], Extraction::Invalid),
+            (vec![t], Extraction::Invalid),
+            (vec![p], Extraction::Invalid),
+            (vec![("x-datadog-trace-id", "0"), p], Extraction::Invalid),
+            (vec![("x-datadog-trace-id", "0x33"), p], Extraction::Invalid),
+            (
+                vec![("x-datadog-trace-id", "18446744073709551616"), p],
+                Extraction::Invalid,
+            ),
+            (
+                vec![("x-datadog-trace-id", "-9223372036854775809"), p],
+                Extraction::Invalid,
+            ),
+            (
+                vec![t, p, ("x-datadog-sampling-priority", "keep")],
+                Extraction::Invalid,
+            ),
+            (
+                vec![t, p, ("x-datadog-tags", "no-equals-sign")],
+                Extraction::Invalid,
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(run(&pairs), want, "datadog {pairs:?}");
+        }
+    }
+
+    fn inject_edits(pairs: &[(&str, &str)], trace: u128, decision: Decision) -> Vec<HeaderEdit> {
+        let headers = RequestHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
+        let ctx = TraceContext {
+            trace_id: TraceId::new(trace).unwrap(),
+            span_id: SpanId::new(0x00f067aa0ba902b7).unwrap(),
+            decision,
+            random_trace_id: false,
+        };
+        let mut edits = Vec::new();
+        inject(&ctx, &headers, &extract(&headers), &mut edits);
+        edits
+    }
+
+    #[test]
+    fn writes_128_bit_ids_through_tid_and_keeps_tags_of_the_same_trace() {
+        let incoming = [
+            ("x-datadog-trace-id", "3689348814741910323"),
+            ("x-datadog-parent-id", "1"),
+            ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.tid=4bf92f3577b34da6"),
+            ("x-datadog-origin", "rum"),
+        ];
+        let edits = inject_edits(
+            &incoming,
+            0x4bf92f3577b34da6_3333333333333333,
+            Decision::Debug,
+        );
+        assert_eq!(
+            edits,
+            vec![
+                HeaderEdit::Set(HeaderName::DatadogTraceId, "3689348814741910323".into()),
+                HeaderEdit::Set(HeaderName::DatadogParentId, "67667974448284343".into()),
+                HeaderEdit::Set(HeaderName::DatadogSamplingPriority, "2".into()),
+                HeaderEdit::Set(
+                    HeaderName::DatadogTags,
+                    "_dd.p.dm=-4,_dd.p.tid=4bf92f3577b34da6".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn another_trace_drops_tags_and_origin() {
+        let incoming = [
+            ("x-datadog-trace-id", "1"),
+            ("x-datadog-parent-id", "1"),
+            ("x-datadog-tags", "_dd.p.dm=-4"),
+            ("x-datadog-origin", "rum"),
+        ];
+        let edits = inject_edits(&incoming, 0x2222, Decision::NotSampled);
+        assert_eq!(
+            edits,
+            vec![
+                HeaderEdit::Set(HeaderName::DatadogTraceId, "8738".into()),
+                HeaderEdit::Set(HeaderName::DatadogParentId, "67667974448284343".into()),
+                HeaderEdit::Set(HeaderName::DatadogSamplingPriority, "0".into()),
+                HeaderEdit::Remove(HeaderName::DatadogTags),
+                HeaderEdit::Remove(HeaderName::DatadogOrigin),
+            ]
+        );
+    }
+}

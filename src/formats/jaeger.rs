@@ -1,0 +1,219 @@
+//! Jaeger: `uber-trace-id: {trace-id}:{span-id}:{parent-span-id}:{flags}` and
+//! `jaeger-debug-id` (<https://www.jaegertracing.io/docs/client-libraries/#propagation-format>).
+
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
+use crate::ids::{parse_hex, HexCase, SpanId, TraceId};
+
+/// 32 + 16 + 16 hex digits, separators and flags, URL-encoded separators at most tripled.
+const MAX_LEN: usize = 200;
+const SAMPLED: u64 = 0x01;
+const DEBUG: u64 = 0x02;
+
+pub fn extract(headers: &RequestHeaders) -> Extraction {
+    match headers.get(HeaderName::UberTraceId) {
+        Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+        // A debug id without a context asks for a new, debug-sampled trace.
+        None if headers.contains(HeaderName::JaegerDebugId) => {
+            Extraction::DecisionOnly(Decision::Debug)
+        }
+        None => Extraction::Absent,
+    }
+}
+
+/// Splits on `:`, or on a URL-encoded `%3A`/`%3a` when the value has no `:` (clients that
+/// URL-encode header values).
+fn parts(value: &[u8]) -> Option<[&[u8]; 4]> {
+    let mut out: [&[u8]; 4] = [&[]; 4];
+    let mut n = 0;
+    let encoded = !value.contains(&b':');
+    let mut rest = value;
+    loop {
+        let (end, skip) = if encoded {
+            let i = rest
+                .windows(3)
+                .position(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'a'));
+            (i, 3)
+        } else {
+            (rest.iter().position(|&b| b == b':'), 1)
+        };
+        let slot = out.get_mut(n)?;
+        n += 1;
+        match end {
+            Some(i) => {
+                *slot = &rest[..i];
+                rest = &rest[i + skip..];
+            }
+            None => {
+                *slot = rest;
+                break;
+            }
+        }
+    }
+    (n == 4).then_some(out)
+}
+
+/// The Jaeger client's reading: hex fields of any length up to the id width (short ids are
+/// left-padded), the parent ignored, flags a hex bit field; debug counts only when sampled.
+pub fn parse(value: &[u8]) -> Option<IncomingContext> {
+    if value.len() > MAX_LEN {
+        return None;
+    }
+    let [trace, span, parent, flags] = parts(value)?;
+    let trace_id = TraceId::new(parse_hex(trace, HexCase::Lower)?)?;
+    if span.len() > 16 || parent.len() > 16 || flags.len() > 16 {
+        return None;
+    }
+    let span_id = SpanId::new(parse_hex(span, HexCase::Lower)? as u64)?;
+    parse_hex(parent, HexCase::Lower)?;
+    let flags = parse_hex(flags, HexCase::Lower)? as u64;
+    let decision = match (flags & SAMPLED != 0, flags & DEBUG != 0) {
+        (true, true) => Decision::Debug,
+        (true, false) => Decision::Sampled,
+        (false, _) => Decision::NotSampled,
+    };
+    Some(IncomingContext {
+        trace_id,
+        span_id: Some(span_id),
+        decision: Some(decision),
+        random_trace_id: false,
+    })
+}
+
+/// `{32 hex}:{16 hex}:0:{1|0|3}`: the parent is deprecated (OpenTelemetry writes 0).
+pub fn encode(ctx: &TraceContext) -> String {
+    let mut out = String::with_capacity(53);
+    ctx.trace_id.write_hex(&mut out);
+    out.push(':');
+    ctx.span_id.write_hex(&mut out);
+    out.push_str(match ctx.decision {
+        Decision::NotSampled => ":0:0",
+        Decision::Sampled => ":0:1",
+        Decision::Debug => ":0:3",
+    });
+    out
+}
+
+pub fn inject(
+    ctx: &TraceContext,
+    headers: &RequestHeaders,
+    incoming: &Extraction,
+    edits: &mut Vec<HeaderEdit>,
+) {
+    let single_line = headers.count(HeaderName::UberTraceId) == 1;
+    if single_line && incoming.context().is_some_and(|inc| ctx.matches(inc, true)) {
+        return;
+    }
+    edits.push(HeaderEdit::Set(HeaderName::UberTraceId, encode(ctx)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(trace: u128, span: u64, decision: Decision) -> Option<IncomingContext> {
+        Some(IncomingContext {
+            trace_id: TraceId::new(trace).unwrap(),
+            span_id: SpanId::new(span),
+            decision: Some(decision),
+            random_trace_id: false,
+        })
+    }
+
+    #[test]
+    fn parse_table() {
+        let full = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+        let span = 0x00f067aa0ba902b7;
+        let cases: &[(&str, Option<IncomingContext>)] = &[
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+                ctx(full, span, Decision::Sampled),
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:0",
+                ctx(full, span, Decision::NotSampled),
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:3",
+                ctx(full, span, Decision::Debug),
+            ),
+            // Debug without sampled is not debug (Jaeger's Go and Rust clients).
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:2",
+                ctx(full, span, Decision::NotSampled),
+            ),
+            // Flags are hex of any length: ff is sampled + debug, 00001 is sampled.
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:ff",
+                ctx(full, span, Decision::Debug),
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:00001",
+                ctx(full, span, Decision::Sampled),
+            ),
+            // Short ids are left-padded; the parent is ignored but must be hex.
+            ("1:2:3:1", ctx(1, 2, Decision::Sampled)),
+            (
+                "a3ce929d0e0e4736:f067aa0ba902b7:00f067aa0ba902b6:1",
+                ctx(0xa3ce929d0e0e4736, span, Decision::Sampled),
+            ),
+            // URL-encoded separators.
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736%3A00f067aa0ba902b7%3A0%3A1",
+                ctx(full, span, Decision::Sampled),
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736%3a00f067aa0ba902b7%3a0%3a1",
+                ctx(full, span, Decision::Sampled),
+            ),
+            ("4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0", None),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1:9",
+                None,
+            ),
+            ("0:00f067aa0ba902b7:0:1", None),
+            ("4bf92f3577b34da6a3ce929d0e0e4736:0:0:1", None),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e47361:00f067aa0ba902b7:0:1",
+                None,
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:100f067aa0ba902b7:0:1",
+                None,
+            ),
+            (
+                "4BF92F3577B34DA6A3CE929D0E0E4736:00f067aa0ba902b7:0:1",
+                None,
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:x",
+                None,
+            ),
+            ("4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7::1", None),
+            ("", None),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(parse(input.as_bytes()), want, "uber-trace-id {input:?}");
+        }
+    }
+
+    #[test]
+    fn debug_id_alone_asks_for_a_debug_trace() {
+        let headers = RequestHeaders::from_pairs([("jaeger-debug-id", &b"my-request"[..])]);
+        assert_eq!(extract(&headers), Extraction::DecisionOnly(Decision::Debug));
+    }
+
+    #[test]
+    fn encodes_full_width_ids() {
+        let ctx = TraceContext {
+            trace_id: TraceId::new(0xa3ce929d0e0e4736).unwrap(),
+            span_id: SpanId::new(2).unwrap(),
+            decision: Decision::Debug,
+            random_trace_id: false,
+        };
+        assert_eq!(
+            encode(&ctx),
+            "0000000000000000a3ce929d0e0e4736:0000000000000002:0:3"
+        );
+    }
+}
