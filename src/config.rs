@@ -1,6 +1,7 @@
 //! Plugin configuration: JSON (Istio's WasmPlugin sends `pluginConfig` as JSON in a
 //! StringValue), validated completely before the plugin starts. Every error names the field.
 
+use crate::baggage::Spelling;
 use crate::budget::Limits;
 use crate::force::ForceKey;
 use crate::formats::Format;
@@ -24,8 +25,28 @@ pub struct Config {
     /// Formats written on every request.
     pub inject: Vec<Format>,
     pub sampling: SamplingConfig,
+    pub baggage: BaggageConfig,
     /// Header names the rules and the force check read, beyond the trace headers.
     pub custom_headers: Vec<String>,
+}
+
+/// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaggageConfig {
+    pub extract: bool,
+    pub inject: bool,
+    /// `baggage.spellings`: the spellings written when injecting.
+    pub spellings: Vec<Spelling>,
+}
+
+impl Default for BaggageConfig {
+    fn default() -> Self {
+        BaggageConfig {
+            extract: false,
+            inject: false,
+            spellings: Spelling::ALL.to_vec(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -102,6 +123,7 @@ impl Default for Config {
             extract: Format::DEFAULT_EXTRACT.to_vec(),
             inject: Format::DEFAULT_INJECT.to_vec(),
             sampling: SamplingConfig::default(),
+            baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
         }
     }
@@ -155,7 +177,11 @@ fn check_keys(
     }
 }
 
-fn format_list(value: &Value, path: &str) -> Result<Vec<Format>, ConfigError> {
+/// The name that turns on baggage in `extract`/`inject` (it is not a trace-context format).
+const BAGGAGE: &str = "baggage";
+
+/// A list of format names; `"baggage"` may appear among them and is returned as a flag.
+fn format_list(value: &Value, path: &str) -> Result<(Vec<Format>, bool), ConfigError> {
     let Value::Array(items) = value else {
         return Err(error(
             path,
@@ -163,6 +189,7 @@ fn format_list(value: &Value, path: &str) -> Result<Vec<Format>, ConfigError> {
         ));
     };
     let mut formats = Vec::with_capacity(items.len());
+    let mut baggage = false;
     for (i, item) in items.iter().enumerate() {
         let item_path = format!("{path}[{i}]");
         let Value::String(name) = item else {
@@ -171,25 +198,65 @@ fn format_list(value: &Value, path: &str) -> Result<Vec<Format>, ConfigError> {
                 format!("must be a format name, got {}", type_name(item)),
             ));
         };
-        let Some(format) = Format::from_name(name) else {
-            let known: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-            return Err(error(
-                item_path,
-                format!(
-                    "unknown format \"{name}\"; expected one of: {}",
-                    known.join(", ")
-                ),
-            ));
+        let format = Format::from_name(name);
+        let listed_twice = match format {
+            Some(format) => formats.contains(&format),
+            None if name == BAGGAGE => baggage,
+            None => {
+                let known: Vec<&str> = Format::ALL
+                    .iter()
+                    .map(|f| f.name())
+                    .chain([BAGGAGE])
+                    .collect();
+                return Err(error(
+                    item_path,
+                    format!(
+                        "unknown format \"{name}\"; expected one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
         };
-        if formats.contains(&format) {
+        if listed_twice {
             return Err(error(
                 item_path,
                 format!("format \"{name}\" is listed twice"),
             ));
         }
-        formats.push(format);
+        match format {
+            Some(format) => formats.push(format),
+            None => baggage = true,
+        }
     }
-    Ok(formats)
+    Ok((formats, baggage))
+}
+
+fn baggage(value: &Value, config: &mut BaggageConfig) -> Result<(), ConfigError> {
+    let object = object(value, "baggage")?;
+    check_keys(object, "baggage.", &["spellings"])?;
+    if let Some(value) = object.get("spellings") {
+        let mut spellings = Vec::new();
+        for (i, item) in list(value, "baggage.spellings")?.iter().enumerate() {
+            let path = format!("baggage.spellings[{i}]");
+            let name = string(item, &path)?;
+            let Some(spelling) = Spelling::from_name(name) else {
+                let known: Vec<&str> = Spelling::ALL.iter().map(|s| s.name()).collect();
+                return Err(error(
+                    path,
+                    format!(
+                        "unknown spelling \"{name}\"; expected one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if spellings.contains(&spelling) {
+                return Err(error(path, format!("spelling \"{name}\" is listed twice")));
+            }
+            spellings.push(spelling);
+        }
+        config.spellings = spellings;
+    }
+    Ok(())
 }
 
 fn probability(value: &Value, path: &str) -> Result<f64, ConfigError> {
@@ -562,13 +629,16 @@ impl Config {
                 format!("must be a JSON object, got {}", type_name(&root)),
             ));
         };
-        check_keys(object, "", &["extract", "inject", "sampling"])?;
+        check_keys(object, "", &["extract", "inject", "sampling", "baggage"])?;
         let mut config = Config::default();
         if let Some(value) = object.get("extract") {
-            config.extract = format_list(value, "extract")?;
+            (config.extract, config.baggage.extract) = format_list(value, "extract")?;
         }
         if let Some(value) = object.get("inject") {
-            config.inject = format_list(value, "inject")?;
+            (config.inject, config.baggage.inject) = format_list(value, "inject")?;
+        }
+        if let Some(value) = object.get("baggage") {
+            baggage(value, &mut config.baggage)?;
         }
         if let Some(value) = object.get("sampling") {
             config.sampling = sampling(value, &mut config.custom_headers)?;
@@ -586,10 +656,15 @@ impl Config {
                 .join(",")
         };
         let sampling = &self.sampling;
+        let with_baggage = |names: String, on: bool| match (names.is_empty(), on) {
+            (_, false) => names,
+            (true, true) => BAGGAGE.to_string(),
+            (false, true) => format!("{names},{BAGGAGE}"),
+        };
         format!(
             "extract=[{}] inject=[{}] sampling.probability={} rules={} trust_incoming={} force={} max_sampled_per_second={}",
-            names(&self.extract),
-            names(&self.inject),
+            with_baggage(names(&self.extract), self.baggage.extract),
+            with_baggage(names(&self.inject), self.baggage.inject),
             sampling.probability,
             sampling.rules.len(),
             sampling.trust.trust_incoming,
@@ -822,6 +897,49 @@ mod tests {
             ),
         ];
         assert_errors(cases);
+    }
+
+    #[test]
+    fn baggage_is_opt_in_through_the_format_lists() {
+        let config =
+            Config::from_json(br#"{"extract": ["b3", "baggage"], "inject": ["baggage"]}"#).unwrap();
+        assert_eq!(config.extract, vec![Format::B3]);
+        assert!(config.inject.is_empty());
+        assert!(config.baggage.extract && config.baggage.inject);
+        assert_eq!(config.baggage.spellings, Spelling::ALL.to_vec());
+        assert!(config
+            .summary()
+            .starts_with("extract=[b3,baggage] inject=[baggage] "));
+        assert!(!Config::default().baggage.extract && !Config::default().baggage.inject);
+        let config =
+            Config::from_json(br#"{"baggage": {"spellings": ["w3c", "opentracing"]}}"#).unwrap();
+        assert_eq!(
+            config.baggage.spellings,
+            vec![Spelling::W3c, Spelling::OpenTracing]
+        );
+        assert_errors(&[
+            (
+                r#"{"extract": ["baggage", "baggage"]}"#,
+                "extract[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"baggage": {"spellings": ["zipkin"]}}"#,
+                "baggage.spellings[0]",
+                "unknown spelling",
+            ),
+            (
+                r#"{"baggage": {"spellings": ["w3c", "w3c"]}}"#,
+                "baggage.spellings[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"baggage": {"limit": 3}}"#,
+                "baggage.limit",
+                "unknown key",
+            ),
+            (r#"{"baggage": []}"#, "baggage", "must be an object"),
+        ]);
     }
 
     #[test]

@@ -283,6 +283,9 @@ impl RequestFilter {
                 }
                 HeaderEdit::Remove(name) => self.set_http_request_header(name.as_str(), None),
                 HeaderEdit::RemoveCustom(name) => self.set_http_request_header(name, None),
+                HeaderEdit::SetCustom(name, value) => {
+                    self.set_http_request_header(name, Some(value))
+                }
             }
         }
     }

@@ -25,6 +25,8 @@ pub enum HeaderName {
     DatadogTags,
     DatadogOrigin,
     GrpcTraceBin,
+    /// W3C `baggage`.
+    Baggage,
     /// Envoy's "force a trace" header, which any client can send.
     ClientTraceId,
     Authority,
@@ -33,7 +35,7 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +57,7 @@ impl HeaderName {
             HeaderName::DatadogTags => "x-datadog-tags",
             HeaderName::DatadogOrigin => "x-datadog-origin",
             HeaderName::GrpcTraceBin => "grpc-trace-bin",
+            HeaderName::Baggage => "baggage",
             HeaderName::ClientTraceId => "x-client-trace-id",
             HeaderName::Authority => ":authority",
             HeaderName::Path => ":path",
@@ -83,6 +86,7 @@ impl HeaderName {
             "x-datadog-tags" => HeaderName::DatadogTags,
             "x-datadog-origin" => HeaderName::DatadogOrigin,
             "grpc-trace-bin" => HeaderName::GrpcTraceBin,
+            "baggage" => HeaderName::Baggage,
             "x-client-trace-id" => HeaderName::ClientTraceId,
             ":authority" => HeaderName::Authority,
             ":path" => HeaderName::Path,
@@ -96,9 +100,16 @@ impl HeaderName {
     }
 }
 
-/// `tracestate` may arrive on several lines that form one list; more lines than this make the
-/// header invalid (a valid list has at most 32 members, so this is generous).
+/// `tracestate` and `baggage` may arrive on several lines that form one list; more lines than
+/// this make the header invalid (a valid `tracestate` has at most 32 members).
 pub const MAX_TRACESTATE_LINES: usize = 32;
+pub const MAX_BAGGAGE_LINES: usize = 32;
+
+/// Baggage headers with the key in the name (`uberctx-<key>`, `ot-baggage-<key>`) a request view
+/// keeps; more are dropped (and counted by the baggage code).
+pub const MAX_PREFIXED_BAGGAGE: usize = 64;
+pub const JAEGER_BAGGAGE_PREFIX: &str = "uberctx-";
+pub const OPENTRACING_BAGGAGE_PREFIX: &str = "ot-baggage-";
 
 /// How many configured header names (rule conditions, the force header) a request view tracks.
 pub const MAX_CUSTOM_HEADERS: usize = 16;
@@ -110,6 +121,9 @@ pub struct RequestHeaders<'a> {
     first: [Option<&'a [u8]>; HeaderName::COUNT],
     count: [u16; HeaderName::COUNT],
     tracestate_lines: [&'a [u8]; MAX_TRACESTATE_LINES],
+    baggage_lines: [&'a [u8]; MAX_BAGGAGE_LINES],
+    prefixed_baggage: [(&'a str, &'a [u8]); MAX_PREFIXED_BAGGAGE],
+    prefixed_baggage_count: usize,
     custom: [Option<&'a [u8]>; MAX_CUSTOM_HEADERS],
 }
 
@@ -131,6 +145,9 @@ impl<'a> RequestHeaders<'a> {
             first: [None; HeaderName::COUNT],
             count: [0; HeaderName::COUNT],
             tracestate_lines: [&[]; MAX_TRACESTATE_LINES],
+            baggage_lines: [&[]; MAX_BAGGAGE_LINES],
+            prefixed_baggage: [("", &[]); MAX_PREFIXED_BAGGAGE],
+            prefixed_baggage_count: 0,
             custom: [None; MAX_CUSTOM_HEADERS],
         };
         for (name, value) in pairs {
@@ -142,16 +159,26 @@ impl<'a> RequestHeaders<'a> {
                 }
             }
             let Some(known) = HeaderName::from_lowercase(name) else {
+                if name.starts_with(JAEGER_BAGGAGE_PREFIX)
+                    || name.starts_with(OPENTRACING_BAGGAGE_PREFIX)
+                {
+                    let n = headers.prefixed_baggage_count;
+                    if let Some(slot) = headers.prefixed_baggage.get_mut(n) {
+                        *slot = (name, trim_ows(value));
+                    }
+                    headers.prefixed_baggage_count = n.saturating_add(1);
+                }
                 continue;
             };
             let i = known.index();
-            if known == HeaderName::Tracestate {
-                if let Some(slot) = headers
-                    .tracestate_lines
-                    .get_mut(usize::from(headers.count[i]))
-                {
-                    *slot = value;
-                }
+            let lines = match known {
+                HeaderName::Tracestate => Some(&mut headers.tracestate_lines),
+                HeaderName::Baggage => Some(&mut headers.baggage_lines),
+                _ => None,
+            };
+            if let Some(slot) = lines.and_then(|lines| lines.get_mut(usize::from(headers.count[i])))
+            {
+                *slot = value;
             }
             if headers.first[i].is_none() {
                 headers.first[i] = Some(trim_ows(value));
@@ -185,6 +212,22 @@ impl<'a> RequestHeaders<'a> {
         let n = self.count(HeaderName::Tracestate);
         self.tracestate_lines.get(..n)
     }
+
+    /// Every `baggage` line in order, or `None` when there are too many.
+    pub fn baggage_lines(&self) -> Option<&[&'a [u8]]> {
+        let n = self.count(HeaderName::Baggage);
+        self.baggage_lines.get(..n)
+    }
+
+    /// `uberctx-*` and `ot-baggage-*` headers (name, trimmed value) in order, and how many more
+    /// there were than a view keeps.
+    pub fn prefixed_baggage(&self) -> (&[(&'a str, &'a [u8])], usize) {
+        let kept = self.prefixed_baggage_count.min(MAX_PREFIXED_BAGGAGE);
+        (
+            &self.prefixed_baggage[..kept],
+            self.prefixed_baggage_count - kept,
+        )
+    }
 }
 
 /// A change to the request headers. Setting a header replaces every line of that name.
@@ -192,8 +235,10 @@ impl<'a> RequestHeaders<'a> {
 pub enum HeaderEdit {
     Set(HeaderName, String),
     Remove(HeaderName),
-    /// Removes a header whose name comes from the configuration (the force header).
+    /// Removes a header whose name is not one of [`HeaderName`] (the force header, baggage).
     RemoveCustom(String),
+    /// Sets a header whose name is not one of [`HeaderName`] (`uberctx-<key>`, ...).
+    SetCustom(String, String),
 }
 
 #[cfg(test)]
@@ -268,6 +313,7 @@ mod tests {
             HeaderName::DatadogTags,
             HeaderName::DatadogOrigin,
             HeaderName::GrpcTraceBin,
+            HeaderName::Baggage,
             HeaderName::ClientTraceId,
             HeaderName::Authority,
             HeaderName::Path,

@@ -4,6 +4,7 @@
 //!
 //! Everything but [`filter`] is free of proxy-wasm types and tested natively.
 
+pub mod baggage;
 pub mod budget;
 pub mod config;
 pub mod context;

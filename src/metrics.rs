@@ -35,11 +35,17 @@ pub enum Counter {
     Force(ForceOutcome),
     /// Requests from callers whose context is not trusted.
     Untrusted,
+    /// Requests whose baggage had at least one entry.
+    BaggageExtracted,
+    /// A W3C `baggage` header that broke the grammar.
+    InvalidBaggage,
+    /// Baggage entries dropped to stay within the W3C limits.
+    BaggageTruncated,
 }
 
 impl Counter {
     pub const COUNT: usize =
-        2 * Format::COUNT + 6 + Reason::ALL.len() + 1 + FORCE_OUTCOMES.len() + 1;
+        2 * Format::COUNT + 6 + Reason::ALL.len() + 1 + FORCE_OUTCOMES.len() + 4;
 
     pub fn all() -> impl Iterator<Item = Counter> {
         let per_format = Format::ALL
@@ -57,7 +63,12 @@ impl Counter {
             .chain(Reason::ALL.into_iter().map(Counter::Reason))
             .chain([Counter::ThresholdErased])
             .chain(FORCE_OUTCOMES.into_iter().map(Counter::Force))
-            .chain([Counter::Untrusted])
+            .chain([
+                Counter::Untrusted,
+                Counter::BaggageExtracted,
+                Counter::InvalidBaggage,
+                Counter::BaggageTruncated,
+            ])
     }
 
     /// A dense index in `0..COUNT`, for a table of metric ids.
@@ -76,6 +87,9 @@ impl Counter {
             Counter::ThresholdErased => 2 * n + 6 + Reason::ALL.len(),
             Counter::Force(outcome) => 2 * n + 7 + Reason::ALL.len() + outcome as usize,
             Counter::Untrusted => 2 * n + 7 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
+            Counter::BaggageExtracted => 2 * n + 8 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
+            Counter::InvalidBaggage => 2 * n + 9 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
+            Counter::BaggageTruncated => 2 * n + 10 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
         }
     }
 
@@ -95,6 +109,9 @@ impl Counter {
             Counter::Force(ForceOutcome::Rejected) => "tracebridge.force.rejected".into(),
             Counter::Force(ForceOutcome::OverLimit) => "tracebridge.force.over_limit".into(),
             Counter::Untrusted => "tracebridge.untrusted".into(),
+            Counter::BaggageExtracted => "tracebridge.extracted.baggage".into(),
+            Counter::InvalidBaggage => "tracebridge.invalid.baggage".into(),
+            Counter::BaggageTruncated => "tracebridge.baggage_truncated".into(),
         }
     }
 }
@@ -123,6 +140,12 @@ pub fn counters(report: &Report) -> impl Iterator<Item = Counter> + '_ {
         report.threshold_erased.then_some(Counter::ThresholdErased),
         report.force.map(Counter::Force),
         report.untrusted.then_some(Counter::Untrusted),
+        (report.baggage.entries > 0).then_some(Counter::BaggageExtracted),
+        report.baggage.invalid.then_some(Counter::InvalidBaggage),
+        report
+            .baggage
+            .truncated
+            .then_some(Counter::BaggageTruncated),
     ];
     invalid.chain(flags.into_iter().flatten())
 }

@@ -2,6 +2,7 @@
 //! context (if the caller is trusted), make or keep the sampling decision, and compute the header
 //! edits that make every injected format carry that same context.
 
+use crate::baggage::{self, BaggageReport};
 use crate::budget::Budget;
 use crate::config::{Config, Rule};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
@@ -103,6 +104,7 @@ pub struct Report {
     pub force: Option<ForceOutcome>,
     /// The caller was not trusted (its context, if any, was dropped).
     pub untrusted: bool,
+    pub baggage: BaggageReport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,11 +265,39 @@ pub fn translate(
     if !trusted {
         strip_untrusted(config, headers, &mut edits);
     }
+    translate_baggage(config, headers, trusted, &mut edits, &mut report.baggage);
     Ok(Translation {
         context,
         edits,
         report,
     })
+}
+
+/// Merges the baggage spellings and writes the configured ones; an untrusted caller's baggage
+/// never travels on.
+fn translate_baggage(
+    config: &Config,
+    headers: &RequestHeaders,
+    trusted: bool,
+    edits: &mut Vec<HeaderEdit>,
+    report: &mut BaggageReport,
+) {
+    let settings = &config.baggage;
+    if !(settings.extract || settings.inject) {
+        return;
+    }
+    if !trusted {
+        baggage::remove_all(headers, edits);
+        return;
+    }
+    let entries = if settings.extract {
+        baggage::extract(headers, report)
+    } else {
+        Vec::new()
+    };
+    if settings.inject {
+        baggage::inject(&entries, &settings.spellings, headers, edits);
+    }
 }
 
 /// Headers that ask tracers to force a trace: never passed on from untrusted callers.

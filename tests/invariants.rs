@@ -152,10 +152,10 @@ fn every_injected_format_carries_the_same_context() {
         for edit in &translation.edits {
             let name = match edit {
                 HeaderEdit::Set(name, _) | HeaderEdit::Remove(name) => name.as_str().to_string(),
-                HeaderEdit::RemoveCustom(name) => name.clone(),
+                HeaderEdit::RemoveCustom(name) | HeaderEdit::SetCustom(name, _) => name.clone(),
             };
             out.retain(|(n, _)| *n != name);
-            if let HeaderEdit::Set(_, value) = edit {
+            if let HeaderEdit::Set(_, value) | HeaderEdit::SetCustom(_, value) = edit {
                 out.push((name, value.clone().into_bytes()));
             }
         }

@@ -85,6 +85,9 @@ fn run_as(
             HeaderEdit::RemoveCustom(name) => {
                 out.remove(&name);
             }
+            HeaderEdit::SetCustom(name, value) => {
+                out.insert(name, vec![value]);
+            }
         }
     }
     (out, translation.report)
@@ -909,4 +912,76 @@ fn the_hard_limit_caps_sampled_roots_but_not_parents() {
     );
     assert_eq!(report.reason, Reason::Parent);
     assert_eq!(out["traceparent"], vec![TRACEPARENT.to_string()]);
+}
+
+// ---- Baggage ----
+
+const BAGGAGE_ALL: &str =
+    r#"{"extract": ["tracecontext", "baggage"], "inject": ["tracecontext", "baggage"]}"#;
+
+#[test]
+fn baggage_spellings_merge_and_are_written_in_each() {
+    let request = text(&[
+        ("traceparent", TRACEPARENT),
+        ("baggage", "tenant=acme,note=a%20b"),
+        ("uberctx-plan", "gold"),
+        ("ot-baggage-tenant", "ignored-w3c-wins"),
+    ]);
+    let (out, report) = run(BAGGAGE_ALL, &request);
+    expect(
+        &out,
+        &[
+            ("baggage", "tenant=acme,note=a%20b,plan=gold"),
+            ("uberctx-tenant", "acme"),
+            ("uberctx-note", "a%20b"),
+            ("uberctx-plan", "gold"),
+            ("ot-baggage-tenant", "acme"),
+            ("ot-baggage-note", "a%20b"),
+            ("ot-baggage-plan", "gold"),
+        ],
+    );
+    assert_eq!(report.baggage.entries, 3);
+}
+
+#[test]
+fn baggage_spellings_are_configurable() {
+    let config =
+        r#"{"extract": ["baggage"], "inject": ["baggage"], "baggage": {"spellings": ["jaeger"]}}"#;
+    let (out, _) = run(config, &text(&[("baggage", "k=v"), ("ot-baggage-x", "y")]));
+    expect(
+        &out,
+        &[
+            ("uberctx-k", "v"),
+            ("uberctx-x", "y"),
+            ("baggage", "k=v"),
+            ("ot-baggage-x", "y"),
+        ],
+    );
+}
+
+#[test]
+fn untrusted_baggage_never_travels() {
+    let config =
+        r#"{"extract": ["baggage"], "inject": ["baggage"], "sampling": {"trust_incoming": false}}"#;
+    let (out, _) = run(
+        config,
+        &text(&[
+            ("baggage", "k=v"),
+            ("uberctx-a", "1"),
+            ("ot-baggage-b", "2"),
+        ]),
+    );
+    for gone in ["baggage", "uberctx-a", "ot-baggage-b"] {
+        assert!(!out.contains_key(gone), "{gone}");
+    }
+}
+
+#[test]
+fn baggage_is_left_alone_unless_configured() {
+    let (out, report) = run(
+        "{}",
+        &text(&[("baggage", "not a list"), ("uberctx-a", "1")]),
+    );
+    expect(&out, &[("baggage", "not a list"), ("uberctx-a", "1")]);
+    assert!(!report.baggage.invalid);
 }
