@@ -61,7 +61,8 @@ pub struct Entry {
 /// What was read, for the metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct BaggageReport {
-    /// A W3C `baggage` header broke the grammar (its entries were ignored).
+    /// A W3C `baggage` header broke the grammar (its entries were ignored), or a
+    /// `uberctx-`/`ot-baggage-` header was not text (that entry was ignored).
     pub invalid: bool,
     /// Entries were dropped to stay within the W3C limits.
     pub truncated: bool,
@@ -117,6 +118,14 @@ fn percent_encode(value: &str, out: &mut String) {
     }
 }
 
+/// Keys are compared without case: the header spellings carry them in header names, which are
+/// case-insensitive, so `Tenant` and `tenant` would otherwise collide there.
+fn contains_key(entries: &[Entry], key: &[u8]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.key.as_bytes().eq_ignore_ascii_case(key))
+}
+
 /// Parses the W3C list across its lines; `None` when any member breaks the grammar.
 pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
     let total: usize = lines.iter().map(|line| line.len()).sum();
@@ -149,12 +158,16 @@ pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
         if !properties_ok {
             return None;
         }
-        entries.push(Entry {
-            // Tokens and baggage octets are ASCII.
-            key: String::from_utf8_lossy(key).into_owned(),
-            value: percent_decode(value)?,
-            properties: String::from_utf8_lossy(properties).into_owned(),
-        });
+        let value = percent_decode(value)?;
+        // A key repeated within the list: the first one wins, as across spellings.
+        if !contains_key(&entries, key) {
+            entries.push(Entry {
+                // Tokens are ASCII.
+                key: String::from_utf8_lossy(key).into_owned(),
+                value,
+                properties: String::from_utf8_lossy(properties).into_owned(),
+            });
+        }
     }
     Some(entries)
 }
@@ -178,7 +191,11 @@ pub fn extract(headers: &RequestHeaders, report: &mut BaggageReport) -> Vec<Entr
             };
             let usable =
                 is_token(key.as_bytes()) && value.iter().all(|&b| (0x20..=0x7e).contains(&b));
-            if !usable || entries.iter().any(|e| e.key == key) {
+            if !usable {
+                report.invalid = true;
+                continue;
+            }
+            if contains_key(&entries, key.as_bytes()) {
                 continue;
             }
             // Jaeger and OpenTracing clients URL-encode values; a stray `%` is taken literally.

@@ -103,11 +103,13 @@ impl HeaderName {
 /// `tracestate` and `baggage` may arrive on several lines that form one list; more lines than
 /// this make the header invalid (a valid `tracestate` has at most 32 members).
 pub const MAX_TRACESTATE_LINES: usize = 32;
-pub const MAX_BAGGAGE_LINES: usize = 32;
+/// W3C allows 180 baggage entries; one per line is the most lines a valid list needs.
+pub const MAX_BAGGAGE_LINES: usize = 180;
 
 /// Baggage headers with the key in the name (`uberctx-<key>`, `ot-baggage-<key>`) a request view
-/// keeps; more are dropped (and counted by the baggage code).
-pub const MAX_PREFIXED_BAGGAGE: usize = 64;
+/// keeps: room for W3C's 180 entries in either spelling with duplicates; beyond that they are
+/// not seen (and counted as truncated by the baggage code).
+pub const MAX_PREFIXED_BAGGAGE: usize = 256;
 pub const JAEGER_BAGGAGE_PREFIX: &str = "uberctx-";
 pub const OPENTRACING_BAGGAGE_PREFIX: &str = "ot-baggage-";
 
@@ -172,8 +174,8 @@ impl<'a> RequestHeaders<'a> {
             };
             let i = known.index();
             let lines = match known {
-                HeaderName::Tracestate => Some(&mut headers.tracestate_lines),
-                HeaderName::Baggage => Some(&mut headers.baggage_lines),
+                HeaderName::Tracestate => Some(&mut headers.tracestate_lines[..]),
+                HeaderName::Baggage => Some(&mut headers.baggage_lines[..]),
                 _ => None,
             };
             if let Some(slot) = lines.and_then(|lines| lines.get_mut(usize::from(headers.count[i])))

@@ -82,11 +82,9 @@ pub fn extract(headers: &RequestHeaders) -> Extraction {
 
 fn parse(headers: &RequestHeaders, trace: &[u8]) -> Option<IncomingContext> {
     let low = parse_id(trace)?;
-    let tags_value = headers.get(HeaderName::DatadogTags);
-    if tags_value.is_some_and(|value| tags(value).is_none()) {
-        return None;
-    }
-    let high = high_bits(tags_value).unwrap_or(0);
+    // Malformed tags are dropped, not the context (as Datadog's tracers do); the id is then
+    // the 64-bit one.
+    let high = high_bits(headers.get(HeaderName::DatadogTags)).unwrap_or(0);
     let trace_id = TraceId::new((u128::from(high) << 64) | u128::from(low))?;
     if low == 0 {
         return None;
@@ -281,8 +279,16 @@ mod tests {
                 Extraction::Invalid,
             ),
             (
-                vec![t, p, ("x-datadog-tags", "no-equals-sign")],
-                Extraction::Invalid,
+                // Malformed tags are dropped with their _dd.p.tid; the context stays.
+                vec![
+                    t,
+                    p,
+                    (
+                        "x-datadog-tags",
+                        "no-equals-sign,_dd.p.tid=4bf92f3577b34da6",
+                    ),
+                ],
+                context(low, span, None),
             ),
         ];
         for (pairs, want) in cases {
