@@ -33,7 +33,7 @@ def test_shipped_config_spells_out_the_defaults():
         "target/wasm32-wasip1/release/tracebridge.wasm"
     )
     assert json.loads(plugin["configuration"]["value"]) == {
-        "extract": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace"],
+        "extract": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"],
         "inject": ["tracecontext", "b3multi", "xray", "cloudtrace"],
         "sampling": {"probability": 0.01},
     }
