@@ -8,8 +8,12 @@ specification gives, with the decision given by the sampling formula.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import re
 import time
+from typing import Iterable
 
 from harness import Received
 
@@ -150,3 +154,88 @@ def generated_span(
     assert int(span, 16) != 0
     assert_injected(got, trace, span, sampled, random_flag=random_flag, xray_tail=xray_tail)
     return span
+
+
+# ---------------------------------------------------------------------------
+# Sampling at the edge: thresholds at the default precision, fresh roots,
+# statistics and force tokens.
+# ---------------------------------------------------------------------------
+
+# T and th at the default `sampling.precision` 4, worked out by hand from the
+# README / OpenTelemetry's precision rule (T = 2^56 - round(p * 2^56), rounded to
+# 4 significant hex digits, leading f's not counted, then th = T as 14 hex digits
+# without trailing zeros):
+#   p = 1:      T = 0                                     -> th "0"
+#   p = 0.5:    T = 0x80000000000000 (exact)              -> th "8"
+#   p = 0.25:   T = 0xc0000000000000 (exact)              -> th "c"
+#   p = 0.1:    2^56 - round(0.1 * 2^56) = 0xe6666666666666; 4 digits e666, the
+#               next digit 6 rounds down: T = 0xe6660000000000 -> th "e666"
+#   p = 0.01:   2^56 - round(0.01 * 2^56) = 0xfd70a3d70a3d71; the leading f does
+#               not count, 4 digits d70a, the next digit 3 rounds down:
+#               T = 0xfd70a000000000                       -> th "fd70a"
+T_P4 = {
+    1: 0,
+    0.5: 0x80000000000000,
+    0.25: 0xC0000000000000,
+    0.1: 0xE6660000000000,
+    0.01: 0xFD70A000000000,
+    0: 2**56,  # never: no R in [0, 2^56) reaches it
+}
+TH_P4 = {1: "0", 0.5: "8", 0.25: "c", 0.1: "e666", 0.01: "fd70a"}
+
+
+def sampled_at(trace_hex: str, t: int) -> bool:
+    """R >= T, R the low 56 bits of the trace id."""
+    return (int(trace_hex, 16) & MASK56) >= t
+
+
+def traceparent_parts(got: Received) -> tuple[str, str, str]:
+    """(trace id, span id, flags) of the single traceparent that arrived."""
+    tp = got.all("traceparent")
+    assert len(tp) == 1, f"expected one traceparent, got {tp}; {got}"
+    m = TRACEPARENT_RE.match(tp[0])
+    assert m, f"traceparent malformed: {tp[0]!r}"
+    return m.group(1), m.group(2), m.group(3)
+
+
+def fresh_root(
+    got: Received, t: int, th: str, *, not_trace: Iterable[str] = ()
+) -> tuple[str, str, bool]:
+    """Check a new trace with a root decision at threshold t (th its encoding).
+
+    The trace id is new (not one of not_trace, starts with the Unix time), the
+    W3C random flag is set, the decision is R >= t in every injected format, and
+    tracestate is exactly `ot=th:<th>` when sampled, absent otherwise.
+    Returns (trace id, span id, sampled).
+    """
+    trace, span, flags = traceparent_parts(got)
+    assert int(trace, 16) != 0 and int(span, 16) != 0, (trace, span)
+    assert trace not in set(not_trace), f"the caller's trace id {trace} was continued\n{got}"
+    assert_epoch_trace_id(trace)
+    sampled = sampled_at(trace, t)
+    assert flags == ("03" if sampled else "02"), (
+        f"new trace {trace}: flags {flags}, expected {'03' if sampled else '02'} "
+        f"(R = {int(trace, 16) & MASK56:014x}, T = {t:014x})"
+    )
+    assert_injected(got, trace, span, sampled, random_flag=True)
+    expected_state = [f"ot=th:{th}"] if sampled else []
+    assert got.all("tracestate") == expected_state, (
+        f"new trace {trace} (sampled={sampled}): tracestate {got.all('tracestate')}, "
+        f"expected {expected_state}"
+    )
+    return trace, span, sampled
+
+
+def binomial_band(p: float, n: int, sigmas: float = 5.0) -> tuple[float, float]:
+    """The count of successes expected from n Bernoulli(p) trials, +- sigmas."""
+    half = sigmas * math.sqrt(n * p * (1 - p))
+    return n * p - half, n * p + half
+
+
+def force_token(key_id: str, secret: str | bytes, expiry: int) -> str:
+    """`<key id>.<unix expiry>.<hex HMAC-SHA256(secret, "<key id>.<unix expiry>")>` (README)."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    signed = f"{key_id}.{expiry}"
+    mac = hmac.new(secret, signed.encode(), hashlib.sha256).hexdigest()
+    return f"{signed}.{mac}"

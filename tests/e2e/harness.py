@@ -48,6 +48,7 @@ HCM_TYPE = (
     "http_connection_manager.v3.HttpConnectionManager"
 )
 STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
+FILE_ACCESS_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 
 # Header names of every format the filter knows.
 TRACE_HEADERS = (
@@ -174,8 +175,142 @@ class EchoUpstream:
 
 
 # ---------------------------------------------------------------------------
+# Tap: a recording forwarder between two proxies
+# ---------------------------------------------------------------------------
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) are not forwarded by the tap.
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+}
+
+
+class _TapHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "tracebridge-tap"
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        pairs = [[name.lower(), value] for name, value in self.headers.items()]
+        status, inner = self._send_next(pairs, body)
+        try:
+            inner_json = json.loads(inner)
+        except ValueError:
+            inner_json = inner.decode("latin-1")
+        out = json.dumps({"tap": pairs, "status": status, "next": inner_json}).encode("ascii")
+        self.send_response(200 if status == 200 else 502)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def _send_next(self, pairs, body) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            conn = getattr(self, "_next_conn", None)
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.server.next_port, timeout=10)
+                self._next_conn = conn
+            try:
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in pairs:
+                    if name not in _HOP_BY_HOP:
+                        conn.putheader(name, value)  # Latin-1: the bytes as they came
+                if body:
+                    conn.putheader("content-length", str(len(body)))
+                conn.endheaders(body)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    conn.close()
+                    self._next_conn = None
+                return resp.status, data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                self._next_conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _forward
+
+    def finish(self) -> None:
+        conn = getattr(self, "_next_conn", None)
+        if conn is not None:
+            conn.close()
+        super().finish()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+        pass
+
+
+class Tap:
+    """An HTTP/1.1 forwarder on 127.0.0.1, to put between two proxies.
+
+    It forwards every request (all header lines as they arrived, hop-by-hop
+    headers excepted) to 127.0.0.1:next_port and answers with the JSON object
+    {"tap": [[name, value], ...] as the tap received them, "status": the next
+    hop's status, "next": the next hop's JSON body}. With an EchoUpstream at the
+    end of the chain, Tap.parse() of the answer gives what the hop after the tap
+    received and what the upstream received.
+    """
+
+    def __init__(self, next_port: int):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _TapHandler)
+        self.server.next_port = next_port
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.host, self.port = self.server.server_address[:2]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="tap", daemon=True
+        )
+
+    def start(self) -> "Tap":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "Tap":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @staticmethod
+    def parse(body: bytes) -> tuple["Received", "Received"]:
+        """(what the tap received, what the upstream behind the next hop received)."""
+        data = json.loads(body)
+        if data["status"] != 200:
+            raise HarnessError(f"the hop after the tap answered {data['status']}: {data['next']}")
+        return (
+            Received([(n, v) for n, v in data["tap"]]),
+            Received([(n, v) for n, v in data["next"]]),
+        )
+
+
+# ---------------------------------------------------------------------------
 # Envoy configuration
 # ---------------------------------------------------------------------------
+
+
+def _connection_managers(cfg: dict) -> Iterable[dict]:
+    """The typed_config of every HTTP connection manager in cfg."""
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for flt in chain["filters"]:
+                typed = flt.get("typed_config", {})
+                if typed.get("@type") == HCM_TYPE:
+                    yield typed
 
 
 def _http_filters(cfg: dict) -> Iterable[dict]:
@@ -204,10 +339,17 @@ def render_config(
     upstream_port: int | None = None,
     wasm_path: Path | None = None,
     plugin_config: str | None = None,
+    host_env_keys: Sequence[str] | None = None,
+    access_log: tuple[Path, str] | None = None,
 ) -> dict:
     """Load an Envoy config and change only ports, wasm path and plugin config.
 
-    A parameter left at None keeps what the file says.
+    A parameter left at None keeps what the file says. Two optional additions:
+    host_env_keys sets the wasm VM's
+    `vm_config.environment_variables.host_env_keys` (what Istio's
+    `WasmPlugin.vmConfig.env` renders to: Envoy copies those variables of its own
+    environment into the VM); access_log = (path, format) adds a file access log
+    with that text format to every HTTP connection manager.
     """
     cfg = yaml.safe_load(source.read_text())
     if admin_port is not None:
@@ -230,6 +372,21 @@ def render_config(
             plugin["vm_config"]["code"]["local"]["filename"] = str(wasm_path)
         if plugin_config is not None:
             plugin["configuration"] = {"@type": STRING_VALUE_TYPE, "value": plugin_config}
+        if host_env_keys is not None:
+            plugin["vm_config"]["environment_variables"] = {"host_env_keys": list(host_env_keys)}
+    if access_log is not None:
+        log_path, log_format = access_log
+        for hcm in _connection_managers(cfg):
+            hcm.setdefault("access_log", []).append(
+                {
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {
+                        "@type": FILE_ACCESS_LOG_TYPE,
+                        "path": str(log_path),
+                        "log_format": {"text_format_source": {"inline_string": log_format}},
+                    },
+                }
+            )
     return cfg
 
 
@@ -277,7 +434,15 @@ class Envoy:
         admin_port: int = 0,
         concurrency: int = 2,
         wasm_path: Path = WASM,
+        env: dict[str, str | None] | None = None,
+        host_env_keys: Sequence[str] | None = None,
+        access_log_format: str | None = None,
     ):
+        """env: changes to Envoy's process environment (None removes a variable).
+        host_env_keys: see render_config.
+        access_log_format: adds a file access log (workdir/access.log, see
+        access_log_lines()) with this format, flushed every 50 ms.
+        """
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "envoy.yaml"
@@ -286,6 +451,8 @@ class Envoy:
         self.admin_address_path = self.workdir / "admin.address"
         self.concurrency = concurrency
         self.plugin_config = plugin_config
+        self.env = dict(env or {})
+        self.access_log_path = self.workdir / "access.log" if access_log_format else None
         cfg = render_config(
             source,
             listener_port=listener_port,
@@ -293,6 +460,10 @@ class Envoy:
             upstream_port=upstream_port,
             wasm_path=Path(wasm_path).resolve(),
             plugin_config=plugin_config,
+            host_env_keys=host_env_keys,
+            access_log=(
+                (self.access_log_path, access_log_format) if access_log_format else None
+            ),
         )
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.proc: subprocess.Popen | None = None
@@ -311,15 +482,31 @@ class Envoy:
             "--component-log-level", "wasm:debug",
             "--log-path", str(self.log_path),
             "--admin-address-path", str(self.admin_address_path),
-        ]  # fmt: skip
+        ] + (
+            ["--file-flush-interval-msec", "50"] if self.access_log_path is not None else []
+        )  # fmt: skip
+
+    def process_env(self) -> dict[str, str] | None:
+        """Envoy's environment: ours with self.env applied (None: inherit unchanged)."""
+        if not self.env:
+            return None
+        env = dict(os.environ)
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
 
     def spawn(self) -> "Envoy":
-        for p in (self.log_path, self.stdout_path, self.admin_address_path):
-            p.unlink(missing_ok=True)
+        for p in (self.log_path, self.stdout_path, self.admin_address_path, self.access_log_path):
+            if p is not None:
+                p.unlink(missing_ok=True)
         with open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=REPO_ROOT,
+                env=self.process_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -476,6 +663,24 @@ class Envoy:
         text = self.log().splitlines()[-lines:]
         return "---- envoy log (last lines) ----\n" + "\n".join(text)
 
+    def access_log_lines(self) -> list[str]:
+        """The lines of the access log (access_log_format) written so far."""
+        if self.access_log_path is None:
+            raise HarnessError("this Envoy has no access log (access_log_format)")
+        try:
+            return self.access_log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_access_log(self, count: int, timeout: float = 10.0) -> list[str]:
+        """Wait until the access log has at least `count` lines; return them all."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.access_log_lines()
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
 
 def validate_config(path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """`envoy --mode validate -c path`, run from the repository root."""
@@ -547,8 +752,12 @@ class Received:
 class Client:
     """HTTP/1.1 keep-alive client that sends header lines exactly as given."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(
+        self, host: str, port: int, timeout: float = 10.0, source_address: str | None = None
+    ):
+        """source_address: the local address to connect from (e.g. 127.0.0.2)."""
         self.host, self.port, self.timeout = host, port, timeout
+        self.source_address = source_address
         self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
@@ -558,18 +767,31 @@ class Client:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            source = (self.source_address, 0) if self.source_address else None
+            self._conn = http.client.HTTPConnection(
+                self.host, self.port, timeout=self.timeout, source_address=source
+            )
             self._conn.connect()
             self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._conn
 
     def request_raw(
-        self, headers: HeaderList = (), method: str = "GET", path: str = "/"
+        self,
+        headers: HeaderList = (),
+        method: str = "GET",
+        path: str = "/",
+        *,
+        authority: str | None = None,
     ) -> tuple[int, bytes]:
+        """authority: the Host header to send instead of the connected address."""
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                conn.putrequest(method, path, skip_accept_encoding=True)
+                conn.putrequest(
+                    method, path, skip_host=authority is not None, skip_accept_encoding=True
+                )
+                if authority is not None:
+                    conn.putheader("Host", authority)
                 for name, value in headers:
                     conn.putheader(name, value)  # str as Latin-1, bytes as they are
                 conn.endheaders()
@@ -584,9 +806,16 @@ class Client:
                     raise
         raise AssertionError("unreachable")
 
-    def send(self, headers: HeaderList = (), method: str = "GET", path: str = "/") -> Received:
+    def send(
+        self,
+        headers: HeaderList = (),
+        method: str = "GET",
+        path: str = "/",
+        *,
+        authority: str | None = None,
+    ) -> Received:
         """Send one request; return the header lines that reached the upstream."""
-        status, body = self.request_raw(headers, method, path)
+        status, body = self.request_raw(headers, method, path, authority=authority)
         if status != 200:
             raise HarnessError(
                 f"request failed with HTTP {status}: {body[:300]!r}\nheaders sent: {headers!r}"
@@ -614,12 +843,19 @@ SPEC_COUNTERS = (
 class Proxy:
     """A running Envoy with the filter, a client, and the filter's counters."""
 
-    def __init__(self, envoy: Envoy):
+    def __init__(self, envoy: Envoy, source_address: str | None = None):
         self.envoy = envoy
-        self.client = Client("127.0.0.1", envoy.listener_port)
+        self.client = Client("127.0.0.1", envoy.listener_port, source_address=source_address)
 
-    def send(self, headers: HeaderList = (), method: str = "GET", path: str = "/") -> Received:
-        return self.client.send(headers, method, path)
+    def send(
+        self,
+        headers: HeaderList = (),
+        method: str = "GET",
+        path: str = "/",
+        *,
+        authority: str | None = None,
+    ) -> Received:
+        return self.client.send(headers, method, path, authority=authority)
 
     def counters(self) -> dict[str, int]:
         """The filter's counters, named without Envoy's `wasmcustom.` prefix."""
