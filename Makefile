@@ -122,7 +122,18 @@ unit:
 	cargo test
 
 e2e: build envoy
-	@echo "==> e2e: pytest tests/e2e"
+	@if ! command -v wrk >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> e2e: wrk (load for the rate-cap test) not found: installing Debian's wrk"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends wrk
+	  else
+	    echo "error: the e2e suite needs wrk (Debian/Ubuntu: apt-get install wrk)" >&2
+	    exit 1
+	  fi
+	fi
+	echo "==> e2e: pytest tests/e2e"
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test: unit e2e istio-check image-check
