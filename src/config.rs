@@ -5,7 +5,7 @@ use crate::baggage::Spelling;
 use crate::budget::Limits;
 use crate::force::ForceKey;
 use crate::formats::Format;
-use crate::headers::{HeaderName, MAX_CUSTOM_HEADERS};
+use crate::headers::{HeaderName, Scan, MAX_CUSTOM_HEADERS};
 use crate::sampling::{Threshold, MIN_PROBABILITY};
 use crate::trust::{Cidr, PrincipalPattern, TrustPolicy};
 use serde_json::{Map, Value};
@@ -644,6 +644,14 @@ impl Config {
             config.sampling = sampling(value, &mut config.custom_headers)?;
         }
         Ok(config)
+    }
+
+    /// What a request view must record for this configuration.
+    pub fn scan(&self) -> Scan<'_> {
+        Scan {
+            custom: &self.custom_headers,
+            baggage: self.baggage.extract || self.baggage.inject,
+        }
     }
 
     /// One line for the log when the plugin starts.

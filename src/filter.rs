@@ -244,11 +244,11 @@ impl RequestFilter {
         // One host call for the whole map: it shows repeated lines, which the single-header
         // getter hides, and it yields bytes, so non-UTF-8 values cannot panic.
         let pairs = self.get_http_request_headers_bytes();
-        let headers = RequestHeaders::with_custom(
+        let headers = RequestHeaders::scan(
             pairs
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice())),
-            &plugin.config.custom_headers,
+            plugin.config.scan(),
         );
         let mut host = Host {
             random: &mut HostRandom,

@@ -106,6 +106,15 @@ pub const MAX_TRACESTATE_LINES: usize = 32;
 /// W3C allows 180 baggage entries; one per line is the most lines a valid list needs.
 pub const MAX_BAGGAGE_LINES: usize = 180;
 
+/// Which optional parts of the request a view records (each costs time on every request).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scan<'c> {
+    /// Header names the configuration asks about (rule conditions, the force header).
+    pub custom: &'c [String],
+    /// Baggage lines and `uberctx-*`/`ot-baggage-*` headers (kept on the heap: opt-in).
+    pub baggage: bool,
+}
+
 /// Baggage headers with the key in the name (`uberctx-<key>`, `ot-baggage-<key>`) a request view
 /// keeps: room for W3C's 180 entries in either spelling with duplicates; beyond that they are
 /// not seen (and counted as truncated by the baggage code).
@@ -123,33 +132,59 @@ pub struct RequestHeaders<'a> {
     first: [Option<&'a [u8]>; HeaderName::COUNT],
     count: [u16; HeaderName::COUNT],
     tracestate_lines: [&'a [u8]; MAX_TRACESTATE_LINES],
-    baggage_lines: [&'a [u8]; MAX_BAGGAGE_LINES],
-    prefixed_baggage: [(&'a str, &'a [u8]); MAX_PREFIXED_BAGGAGE],
-    prefixed_baggage_count: usize,
+    // Baggage is opt-in and unbounded in shape, so it lives on the heap rather than in fixed
+    // arrays that every request would pay to zero and move.
+    baggage_lines: Vec<&'a [u8]>,
+    prefixed_baggage: Vec<(&'a str, &'a [u8])>,
+    prefixed_baggage_dropped: usize,
     custom: [Option<&'a [u8]>; MAX_CUSTOM_HEADERS],
 }
 
 impl<'a> RequestHeaders<'a> {
+    /// Records the trace headers and baggage (for tests and tools; the filter says what it needs
+    /// with [`RequestHeaders::scan`]).
     pub fn from_pairs<I>(pairs: I) -> Self
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
-        Self::with_custom(pairs, &[])
+        Self::scan(
+            pairs,
+            Scan {
+                custom: &[],
+                baggage: true,
+            },
+        )
     }
 
-    /// Also records the first value of each of `custom_names` (lower-case), retrievable by
-    /// index with [`RequestHeaders::custom`]. Names beyond [`MAX_CUSTOM_HEADERS`] are ignored.
+    /// Records the trace headers and the first value of each of `custom_names`.
     pub fn with_custom<I>(pairs: I, custom_names: &[String]) -> Self
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
+        Self::scan(
+            pairs,
+            Scan {
+                custom: custom_names,
+                baggage: false,
+            },
+        )
+    }
+
+    /// Records the trace headers plus what `options` asks for. The first value of each custom
+    /// name is retrievable by index with [`RequestHeaders::custom`]; names beyond
+    /// [`MAX_CUSTOM_HEADERS`] are ignored.
+    pub fn scan<I>(pairs: I, options: Scan) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let custom_names = options.custom;
         let mut headers = RequestHeaders {
             first: [None; HeaderName::COUNT],
             count: [0; HeaderName::COUNT],
             tracestate_lines: [&[]; MAX_TRACESTATE_LINES],
-            baggage_lines: [&[]; MAX_BAGGAGE_LINES],
-            prefixed_baggage: [("", &[]); MAX_PREFIXED_BAGGAGE],
-            prefixed_baggage_count: 0,
+            baggage_lines: Vec::new(),
+            prefixed_baggage: Vec::new(),
+            prefixed_baggage_dropped: 0,
             custom: [None; MAX_CUSTOM_HEADERS],
         };
         for (name, value) in pairs {
@@ -161,26 +196,34 @@ impl<'a> RequestHeaders<'a> {
                 }
             }
             let Some(known) = HeaderName::from_lowercase(name) else {
-                if name.starts_with(JAEGER_BAGGAGE_PREFIX)
-                    || name.starts_with(OPENTRACING_BAGGAGE_PREFIX)
-                {
-                    let n = headers.prefixed_baggage_count;
-                    if let Some(slot) = headers.prefixed_baggage.get_mut(n) {
-                        *slot = (name, trim_ows(value));
+                let prefixed = name.starts_with(JAEGER_BAGGAGE_PREFIX)
+                    || name.starts_with(OPENTRACING_BAGGAGE_PREFIX);
+                if options.baggage && prefixed {
+                    if headers.prefixed_baggage.len() < MAX_PREFIXED_BAGGAGE {
+                        headers.prefixed_baggage.push((name, trim_ows(value)));
+                    } else {
+                        headers.prefixed_baggage_dropped += 1;
                     }
-                    headers.prefixed_baggage_count = n.saturating_add(1);
                 }
                 continue;
             };
             let i = known.index();
-            let lines = match known {
-                HeaderName::Tracestate => Some(&mut headers.tracestate_lines[..]),
-                HeaderName::Baggage => Some(&mut headers.baggage_lines[..]),
-                _ => None,
-            };
-            if let Some(slot) = lines.and_then(|lines| lines.get_mut(usize::from(headers.count[i])))
-            {
-                *slot = value;
+            match known {
+                HeaderName::Tracestate => {
+                    if let Some(slot) = headers
+                        .tracestate_lines
+                        .get_mut(usize::from(headers.count[i]))
+                    {
+                        *slot = value;
+                    }
+                }
+                // One past the limit is enough to know the list is too long.
+                HeaderName::Baggage
+                    if options.baggage && headers.baggage_lines.len() <= MAX_BAGGAGE_LINES =>
+                {
+                    headers.baggage_lines.push(value);
+                }
+                _ => {}
             }
             if headers.first[i].is_none() {
                 headers.first[i] = Some(trim_ows(value));
@@ -215,20 +258,18 @@ impl<'a> RequestHeaders<'a> {
         self.tracestate_lines.get(..n)
     }
 
-    /// Every `baggage` line in order, or `None` when there are too many.
+    /// Every `baggage` line in order, or `None` when there are too many (or the view was not
+    /// asked to record baggage).
     pub fn baggage_lines(&self) -> Option<&[&'a [u8]]> {
-        let n = self.count(HeaderName::Baggage);
-        self.baggage_lines.get(..n)
+        let lines = &self.baggage_lines[..];
+        let complete = lines.len() == self.count(HeaderName::Baggage);
+        (complete && lines.len() <= MAX_BAGGAGE_LINES).then_some(lines)
     }
 
     /// `uberctx-*` and `ot-baggage-*` headers (name, trimmed value) in order, and how many more
     /// there were than a view keeps.
     pub fn prefixed_baggage(&self) -> (&[(&'a str, &'a [u8])], usize) {
-        let kept = self.prefixed_baggage_count.min(MAX_PREFIXED_BAGGAGE);
-        (
-            &self.prefixed_baggage[..kept],
-            self.prefixed_baggage_count - kept,
-        )
+        (&self.prefixed_baggage, self.prefixed_baggage_dropped)
     }
 }
 

@@ -60,7 +60,7 @@ fn run_as(
     now: u64,
 ) -> (Headers, Report) {
     let config = Config::from_json(config.as_bytes()).expect("test config is valid");
-    let headers = RequestHeaders::with_custom(request.iter().copied(), &config.custom_headers);
+    let headers = RequestHeaders::scan(request.iter().copied(), config.scan());
     let mut host = Host {
         random: &mut Sequence(vec![0xab, 0xcd, 0xef]),
         peer: &mut caller,

@@ -55,7 +55,8 @@ pub fn parse(value: &[u8]) -> Option<Extraction> {
 }
 
 pub fn encode(ctx: &TraceContext) -> String {
-    let mut out = String::with_capacity(50);
+    // 32 + 1 + 16 + 2 characters.
+    let mut out = String::with_capacity(51);
     ctx.trace_id.write_hex(&mut out);
     out.push('-');
     ctx.span_id.write_hex(&mut out);

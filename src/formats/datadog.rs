@@ -149,11 +149,10 @@ pub fn inject(
         priority.into(),
     ));
 
-    let mut tags_out = String::new();
-    let kept = headers
-        .get(HeaderName::DatadogTags)
-        .filter(|_| same_trace)
-        .and_then(tags);
+    let kept_value = headers.get(HeaderName::DatadogTags).filter(|_| same_trace);
+    // Room for the kept tags and ",_dd.p.tid=<16 hex>" in one allocation.
+    let mut tags_out = String::with_capacity(kept_value.map_or(0, <[u8]>::len) + 27);
+    let kept = kept_value.and_then(tags);
     for (key, value) in kept
         .into_iter()
         .flatten()
