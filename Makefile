@@ -37,7 +37,7 @@ export LISTENER_PORT ?= 10000
 export ADMIN_PORT ?= 9901
 export UPSTREAM_PORT ?= 8080
 
-.PHONY: help build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check
+.PHONY: help build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench
 
 help:
 	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
@@ -198,6 +198,38 @@ image: build
 
 image-check: image
 	@tests/image/check-image.sh
+
+# ---------------------------------------------------------------------------
+# bench: the Envoy load benchmark (benches/envoy_load.py): no filter, a no-op
+# wasm filter, tracebridge (default and widest configuration) and a Lua filter,
+# interleaved rounds and medians; module size, V8 load time, host-call costs.
+# Settings: BENCH_ROUNDS, BENCH_DURATION, BENCH_HOSTCALL_ROUNDS, ... (see the
+# script). Native micro-benchmarks: cargo bench.
+# ---------------------------------------------------------------------------
+BENCH_WASM_ARGS := --release --target wasm32-wasip1 --manifest-path benches/wasm/Cargo.toml --target-dir target/bench-wasm
+
+bench: build envoy
+	@echo "==> bench: the benchmark's wasm modules (benches/wasm: noop, hostcall-probe)"
+	targets="$$(rustup target list --installed 2>/dev/null || true)"
+	if grep -qx wasm32-wasip1 <<<"$$targets"; then
+	  cargo build $(BENCH_WASM_ARGS)
+	else
+	  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
+	    /usr/bin/cargo build $(BENCH_WASM_ARGS) -Zbuild-std=std,panic_abort
+	fi
+	if ! command -v wrk >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> bench: installing wrk"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends wrk
+	  else
+	    echo "error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)" >&2
+	    exit 1
+	  fi
+	fi
+	echo "==> bench: $(PYTHON) benches/envoy_load.py"
+	$(PYTHON) benches/envoy_load.py
 
 # ---------------------------------------------------------------------------
 # try it by hand
