@@ -114,20 +114,28 @@ pub struct Translation {
     pub report: Report,
 }
 
-/// New trace ids are 4 bytes of Unix time followed by 12 random bytes: X-Ray requires the time
+/// A new trace id and span id from one draw of randomness (one host call instead of two).
+/// Trace ids are 4 bytes of Unix time followed by 12 random bytes: X-Ray requires the time
 /// prefix, and the low 56 bits stay random as W3C's random-trace-id flag and sampling require.
-pub fn new_trace_id(
+pub fn new_ids(
     random: &mut dyn RandomSource,
     unix_seconds: u64,
-) -> Result<TraceId, RandomUnavailable> {
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&(unix_seconds as u32).to_be_bytes());
+) -> Result<(TraceId, SpanId), RandomUnavailable> {
+    let mut bytes = [0u8; 20];
     for _ in 0..4 {
-        if !random.fill(&mut bytes[4..]) {
+        if !random.fill(&mut bytes) {
             return Err(RandomUnavailable);
         }
-        if let Some(id) = TraceId::new(u128::from_be_bytes(bytes)) {
-            return Ok(id);
+        let mut trace = [0u8; 16];
+        trace[..4].copy_from_slice(&(unix_seconds as u32).to_be_bytes());
+        trace[4..].copy_from_slice(&bytes[..12]);
+        let mut span = [0u8; 8];
+        span.copy_from_slice(&bytes[12..]);
+        if let (Some(trace_id), Some(span_id)) = (
+            TraceId::new(u128::from_be_bytes(trace)),
+            SpanId::new(u64::from_be_bytes(span)),
+        ) {
+            return Ok((trace_id, span_id));
         }
     }
     Err(RandomUnavailable)
@@ -397,8 +405,7 @@ fn start_trace(
     report: &mut Report,
 ) -> Result<(TraceContext, Sampling), RandomUnavailable> {
     report.trace_started = true;
-    let trace_id = new_trace_id(host.random, host.unix_seconds)?;
-    let span_id = new_span_id(host.random)?;
+    let (trace_id, span_id) = new_ids(host.random, host.unix_seconds)?;
     let sampling = match requested {
         Some(decision) => Sampling {
             decision,

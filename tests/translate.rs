@@ -14,13 +14,25 @@ use tracebridge::trust::Peer;
 /// Unix time 0x6b063027 (2026-11-24): new trace ids start with these 8 hex digits.
 const NOW: u64 = 0x6b063027;
 
-/// The first fill is all 0xab, the second all 0xcd, and so on: predictable new ids.
-struct Sequence(Vec<u8>);
+/// A fixed byte stream: 12 bytes of 0xab, then 8 of 0xcd, then 0xef. A new trace draws 20
+/// bytes at once (trace id `6b063027` + 0xab.., span id 0xcd..); a span id alone draws 8 (0xab..).
+struct Stream(std::vec::IntoIter<u8>);
 
-impl RandomSource for Sequence {
+impl Stream {
+    fn new() -> Stream {
+        let bytes = [[0xab; 12].as_slice(), &[0xcd; 8], &[0xef; 64]].concat();
+        Stream(bytes.into_iter())
+    }
+}
+
+impl RandomSource for Stream {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
-        let byte = self.0.remove(0);
-        buf.fill(byte);
+        for byte in buf {
+            let Some(next) = self.0.next() else {
+                return false;
+            };
+            *byte = next;
+        }
         true
     }
 }
@@ -62,7 +74,7 @@ fn run_as(
     let config = Config::from_json(config.as_bytes()).expect("test config is valid");
     let headers = RequestHeaders::scan(request.iter().copied(), config.scan());
     let mut host = Host {
-        random: &mut Sequence(vec![0xab, 0xcd, 0xef]),
+        random: &mut Stream::new(),
         peer: &mut caller,
         budget,
         unix_seconds: now,
