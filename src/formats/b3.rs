@@ -74,11 +74,7 @@ pub fn inject(
     incoming: &Extraction,
     edits: &mut Vec<HeaderEdit>,
 ) {
-    let unchanged = headers.count(HeaderName::B3) == 1
-        && incoming.context().is_some_and(|inc| ctx.matches(inc, true));
-    if !unchanged {
-        edits.push(HeaderEdit::Set(HeaderName::B3, encode(ctx)));
-    }
+    super::inject_single_header(ctx, headers, incoming, HeaderName::B3, true, encode, edits);
 }
 
 #[cfg(test)]

@@ -77,15 +77,15 @@ pub fn inject(
     incoming: &Extraction,
     edits: &mut Vec<HeaderEdit>,
 ) {
-    let single_line = headers.count(HeaderName::CloudTraceContext) == 1;
-    if single_line
-        && incoming
-            .context()
-            .is_some_and(|inc| ctx.matches(inc, false))
-    {
-        return;
-    }
-    edits.push(HeaderEdit::Set(HeaderName::CloudTraceContext, encode(ctx)));
+    super::inject_single_header(
+        ctx,
+        headers,
+        incoming,
+        HeaderName::CloudTraceContext,
+        false,
+        encode,
+        edits,
+    );
 }
 
 #[cfg(test)]

@@ -117,15 +117,15 @@ pub fn inject(
     incoming: &Extraction,
     edits: &mut Vec<HeaderEdit>,
 ) {
-    let single_line = headers.count(HeaderName::GrpcTraceBin) == 1;
-    if single_line
-        && incoming
-            .context()
-            .is_some_and(|inc| ctx.matches(inc, false))
-    {
-        return;
-    }
-    edits.push(HeaderEdit::Set(HeaderName::GrpcTraceBin, encode(ctx)));
+    super::inject_single_header(
+        ctx,
+        headers,
+        incoming,
+        HeaderName::GrpcTraceBin,
+        false,
+        encode,
+        edits,
+    );
 }
 
 #[cfg(test)]

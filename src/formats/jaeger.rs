@@ -100,11 +100,15 @@ pub fn inject(
     incoming: &Extraction,
     edits: &mut Vec<HeaderEdit>,
 ) {
-    let single_line = headers.count(HeaderName::UberTraceId) == 1;
-    if single_line && incoming.context().is_some_and(|inc| ctx.matches(inc, true)) {
-        return;
-    }
-    edits.push(HeaderEdit::Set(HeaderName::UberTraceId, encode(ctx)));
+    super::inject_single_header(
+        ctx,
+        headers,
+        incoming,
+        HeaderName::UberTraceId,
+        true,
+        encode,
+        edits,
+    );
 }
 
 #[cfg(test)]

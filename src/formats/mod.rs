@@ -9,8 +9,29 @@ pub mod jaeger;
 pub mod tracecontext;
 pub mod xray;
 
-use crate::context::Extraction;
-use crate::headers::{HeaderName, RequestHeaders};
+use crate::context::{Extraction, TraceContext};
+use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
+
+/// Injection for a format that lives in one header: set it to `encode(ctx)`, unless the request
+/// already carries exactly this context there on a single line (then it passes byte for byte).
+/// `carries_debug`: whether the format can tell debug from sampled.
+fn inject_single_header(
+    ctx: &TraceContext,
+    headers: &RequestHeaders,
+    incoming: &Extraction,
+    name: HeaderName,
+    carries_debug: bool,
+    encode: fn(&TraceContext) -> String,
+    edits: &mut Vec<HeaderEdit>,
+) {
+    let unchanged = headers.count(name) == 1
+        && incoming
+            .context()
+            .is_some_and(|inc| ctx.matches(inc, carries_debug));
+    if !unchanged {
+        edits.push(HeaderEdit::Set(name, encode(ctx)));
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
