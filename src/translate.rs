@@ -529,7 +529,10 @@ fn ends_with_ignore_case(text: &[u8], suffix: &[u8]) -> bool {
     text.len() >= suffix.len() && text[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
-/// A valid force token samples the request (`th:0`) within its own per-second limit.
+/// A valid force token samples the request (`th:0`) within its own per-second limit. On a
+/// trusted unsampled parent the caller's span id is kept: W3C prefers a new parent id when the
+/// sampled flag changes, but that id would name a span nobody reports, which breaks the trace
+/// more than an unsampled parent does.
 fn apply_force(
     token: Option<ForceToken>,
     mut context: TraceContext,
