@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod force;
 pub mod formats;
+pub mod header_map;
 pub mod headers;
 pub mod ids;
 pub mod metrics;

@@ -30,11 +30,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer as _StdThreadingHTTPServer
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import yaml
+
+class ThreadingHTTPServer(_StdThreadingHTTPServer):
+    """The standard server with a listen backlog that fits the tests' parallel load: Envoy opens
+    upstream connections in bursts, and the default backlog of 5 can drop them."""
+
+    request_queue_size = 128
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO_ROOT / "envoy"

@@ -30,7 +30,7 @@ import http.client
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -46,6 +46,7 @@ from harness import (
     Envoy,
     HarnessError,
     Received,
+    ThreadingHTTPServer,
 )
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
