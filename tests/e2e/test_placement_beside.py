@@ -22,6 +22,7 @@ import time
 import pytest
 
 import topology
+from harness import envoy_at_least
 from topology import RenderedEnvoy, formats, is_span_id, is_trace_id, xray_root
 
 # W3C Trace Context example ids
@@ -113,6 +114,8 @@ def assert_recent_epoch(trace: str) -> None:
     [("zipkin", ["b3", "b3multi"]), ("opentelemetry", ["tracecontext"]), ("xray", ["xray"])],
 )
 def test_shipped_config_reads_the_tracer_format_first(name, tracer_formats):
+    if name == "zipkin" and not zipkin_reinjects_b3_single():
+        tracer_formats = ["b3multi", "b3"]  # its before-envoy 1.40 line
     cfg = topology.load(CONFIGS[name])
     (hcm,) = topology.hcms(cfg)
     assert hcm["tracing"]["random_sampling"] == {"value": 100}
@@ -132,6 +135,14 @@ def test_shipped_config_reads_the_tracer_format_first(name, tracer_formats):
 # ---------------------------------------------------------------------------
 # Zipkin (USE_B3, 128-bit, timestamp trace ids)
 # ---------------------------------------------------------------------------
+
+
+def zipkin_reinjects_b3_single() -> bool:
+    """Envoy 1.40's Zipkin tracer re-injects an incoming `b3` (single) with its span.
+    Before, it forwards `b3` as it came and writes its span into `x-b3-*` only (seen
+    on 1.36.2, 1.37.0, 1.38.2, 1.39.0 and 1.39.3; envoyproxy/envoy#47515 describes it):
+    envoy/beside-zipkin.yaml then reads b3multi first (its before-envoy 1.40 line)."""
+    return envoy_at_least("1.40")
 
 
 def zipkin_span(gw: Gateway, trace: str, span: str) -> dict:
@@ -162,21 +173,30 @@ def test_zipkin_b3multi_continued_with_envoys_span_in_every_format(zipkin):
 def test_zipkin_b3_single_continued(zipkin):
     reply = zipkin.send([("b3", f"{B3_TRACE}-{B3_SPAN}-1")])
     tracer = reply.probe("tracer")
-    # the tracer re-injects B3 in the single format it came in: trace-newspan-1-parent
-    trace, new_span, state, parent = tracer["b3"].split("-")
-    assert (trace, state, parent) == (B3_TRACE, "1", B3_SPAN)
+    if zipkin_reinjects_b3_single():
+        # the tracer re-injects B3 in the single format it came in: trace-newspan-1-parent
+        trace, new_span, state, parent = tracer["b3"].split("-")
+        assert (trace, state, parent) == (B3_TRACE, "1", B3_SPAN)
+        assert "x-b3-spanid" not in tracer
+        expected = {**formats(B3_TRACE, new_span, True), "b3": [tracer["b3"]]}  # unchanged
+    else:
+        # `b3` passes as it came (the caller's span); the tracer's span is in x-b3-*
+        assert tracer["b3"] == f"{B3_TRACE}-{B3_SPAN}-1"
+        new_span = tracer["x-b3-spanid"]
+        assert tracer["x-b3-traceid"] == B3_TRACE
+        assert tracer["x-b3-parentspanid"] == B3_SPAN
+        # the filter read x-b3-* and rewrote the stale `b3` to Envoy's span
+        expected = {**formats(B3_TRACE, new_span, True), "x-b3-parentspanid": [B3_SPAN]}
     assert is_span_id(new_span) and new_span != B3_SPAN
-    assert "x-b3-spanid" not in tracer
-    assert reply.upstream.trace() == {
-        **formats(B3_TRACE, new_span, True),
-        "b3": [f"{B3_TRACE}-{new_span}-1-{B3_SPAN}"],  # the tracer's, unchanged
-    }
+    assert reply.upstream.trace() == expected
     assert zipkin_span(zipkin, B3_TRACE, new_span)["parentId"] == B3_SPAN
 
 
 def test_zipkin_b3_single_beats_stale_b3multi(zipkin):
-    # Zipkin reads `b3` first and then leaves a different x-b3-* as it came: the
-    # filter must read `b3` first too, or it would propagate the stale trace.
+    # Zipkin reads `b3` first. Envoy 1.40 then leaves a different x-b3-* as it came:
+    # the filter must read `b3` first too, or it would propagate the stale trace. An
+    # older Envoy overwrites x-b3-* with its span and leaves `b3` as it came: there the
+    # filter reads b3multi first (envoy/beside-zipkin.yaml's before-envoy 1.40 line).
     stale = "0af7651916cd43dd8448eb211c80319c"
     reply = zipkin.send(
         [
@@ -187,15 +207,26 @@ def test_zipkin_b3_single_beats_stale_b3multi(zipkin):
         ]
     )
     tracer = reply.probe("tracer")
-    new_span = tracer["b3"].split("-")[1]
-    assert tracer["x-b3-traceid"] == stale  # left stale by the tracer
     assert reply.header("x-tracer-trace-id") == B3_TRACE
-    assert reply.upstream.trace() == {
-        **formats(B3_TRACE, new_span, True),
-        "b3": [f"{B3_TRACE}-{new_span}-1-{B3_SPAN}"],
-    }
+    if zipkin_reinjects_b3_single():
+        new_span = tracer["b3"].split("-")[1]
+        assert tracer["x-b3-traceid"] == stale  # left stale by the tracer
+        expected = {
+            **formats(B3_TRACE, new_span, True),
+            "b3": [f"{B3_TRACE}-{new_span}-1-{B3_SPAN}"],
+        }
+    else:
+        new_span = tracer["x-b3-spanid"]
+        assert tracer["b3"] == f"{B3_TRACE}-{B3_SPAN}-1"  # left as it came by the tracer
+        assert (tracer["x-b3-traceid"], tracer["x-b3-parentspanid"]) == (B3_TRACE, B3_SPAN)
+        expected = {**formats(B3_TRACE, new_span, True), "x-b3-parentspanid": [B3_SPAN]}
+    assert is_span_id(new_span) and new_span != B3_SPAN
+    assert reply.upstream.trace() == expected
 
 
+# timestamp_trace_ids is accepted from Envoy 1.38, but 1.38.2 puts the seconds since
+# boot (a monotonic clock) into the first 8 hex digits; 1.39.0 and later the Unix time.
+@pytest.mark.min_envoy("1.39", reason="Zipkin timestamp_trace_ids starting with the Unix time")
 def test_zipkin_new_trace_has_an_x_ray_compatible_id(zipkin):
     reply = zipkin.send([])
     tracer = reply.probe("tracer")

@@ -38,7 +38,6 @@ import yaml
 
 from harness import (
     HCM_TYPE,
-    REPO_ROOT,
     STRING_VALUE_TYPE,
     TRACE_HEADERS,
     WASM,
@@ -47,6 +46,7 @@ from harness import (
     HarnessError,
     Received,
     ThreadingHTTPServer,
+    load_config,
 )
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -128,10 +128,8 @@ def tracing(cfg: dict) -> dict:
 
 
 def load(path: Path | str) -> dict:
-    path = Path(path)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    return yaml.safe_load(path.read_text())
+    """A configuration under envoy/ as the running Envoy loads it (harness.load_config)."""
+    return load_config(path)
 
 
 def render(

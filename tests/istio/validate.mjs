@@ -27,6 +27,15 @@
 // 5. With --envoy and --wasm: each placement, built the way istiod would build
 //    it, must be accepted by a real Envoy loading the module
 //    (`envoy --mode validate` runs the plugin's on_configure; no port opens).
+//    A WasmPlugin is checked with each Telemetry that can go with it (one per
+//    Istio version range: telemetry.yaml, telemetry-before-1.30.yaml).
+//
+// Versions: a file's leading comment may say `# min-istio: 1.30` (the Istio
+// that takes it) and `# min-envoy: 1.38` (the Envoy that loads what istiod
+// makes of it; the same line as in envoy/*.yaml, see tests/e2e/harness.py). A
+// placement needs the newest min-envoy of its files: on an older Envoy it must
+// be rejected for a field that Envoy does not know (so the line is not stale),
+// on that Envoy or a newer one accepted.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -103,21 +112,57 @@ function yamlFiles(dir) {
     });
 }
 
+// "1.38" -> [1, 38]; compared part by part, a missing part as 0.
+function parseVersion(text) {
+  if (!/^\d+\.\d+(\.\d+)?$/.test(text)) throw new Error(`not a version (MAJOR.MINOR[.PATCH]): ${text}`);
+  return text.split(".").map(Number);
+}
+function compareVersions(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i += 1) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+const versionText = (v) => v.join(".");
+
+// `# min-istio: X.Y` and `# min-envoy: X.Y` in the leading comment block.
+function versionLines(text, rel) {
+  const lines = { minIstio: null, minEnvoy: null };
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("#")) break;
+    const found = /^#\s*(min-istio|min-envoy|before-envoy)\b\s*:?\s*(.*?)\s*$/.exec(line);
+    if (!found) continue;
+    if (found[1] === "before-envoy") throw new Error(`${rel}: before-envoy rules are for envoy/*.yaml; an Istio resource is applied as it is`);
+    const key = found[1] === "min-istio" ? "minIstio" : "minEnvoy";
+    if (lines[key]) throw new Error(`${rel}: a second ${found[1]} line`);
+    try {
+      lines[key] = parseVersion(found[2]);
+    } catch (error) {
+      throw new Error(`${rel}: ${found[1]}: ${error.message}`);
+    }
+  }
+  return lines;
+}
+
 function loadDocuments(loadErrors) {
   const docs = [];
   for (const file of yamlFiles(MANIFESTS)) {
     const rel = path.relative(ROOT, file);
+    const text = readFileSync(file, "utf8");
     let parsed;
+    let versions;
     try {
+      versions = versionLines(text, rel);
       // YAML 1.1 booleans (on/yes), as kubectl reads them; duplicate keys throw.
-      parsed = loadAll(readFileSync(file, "utf8"), { schema: YAML11_SCHEMA });
+      parsed = loadAll(text, { schema: YAML11_SCHEMA });
     } catch (error) {
-      loadErrors.push(`${rel}: not valid YAML: ${error.message.split("\n")[0]}`);
+      loadErrors.push(error instanceof Error && error.message.startsWith(rel) ? error.message : `${rel}: not valid YAML: ${error.message.split("\n")[0]}`);
       continue;
     }
     parsed.forEach((body, index) => {
       if (body == null) return; // an empty document (a trailing ---)
-      docs.push({ file: rel, index, dir: path.dirname(rel), patch: /\.patch\.ya?ml$/.test(file), body });
+      docs.push({ file: rel, index, dir: path.dirname(rel), patch: /\.patch\.ya?ml$/.test(file), body, versions });
     });
   }
   return docs;
@@ -335,6 +380,21 @@ function vmEnvironment(inline, host, deployments, where, errors) {
   return env;
 }
 
+// Listener directions: CLIENT_AND_SERVER (or UNDEFINED) is both.
+const expandMode = (mode) => (mode === "CLIENT_AND_SERVER" || mode === "UNDEFINED" ? ["CLIENT", "SERVER"] : [mode]);
+
+// The directions a WasmPlugin runs in: a gateway's listeners are all CLIENT.
+function neededModes(body) {
+  const modes = (body.spec?.match ?? []).map((m) => m.mode ?? "CLIENT_AND_SERVER");
+  if ("istio" in selectorOf(body)) return new Set(["CLIENT"]);
+  return new Set((modes.length ? modes : ["CLIENT_AND_SERVER"]).flatMap(expandMode));
+}
+
+// The directions in which Telemetry tracing entries set `field: true`.
+function modesWith(tracing, field) {
+  return new Set(tracing.filter((t) => t[field] === true).flatMap((t) => expandMode(t.match?.mode ?? "CLIENT_AND_SERVER")));
+}
+
 function wasmPluginRules(doc, context, errors, configs) {
   const { body } = doc;
   const spec = body.spec ?? {};
@@ -355,22 +415,23 @@ function wasmPluginRules(doc, context, errors, configs) {
     errors.push(`${where}: a gateway's listeners are CLIENT to Istio; match mode SERVER never applies to them`);
   }
   // The tracer must not overwrite what the filter wrote: a Telemetry for the
-  // same workloads with disableContextPropagation.
-  // Directions the filter runs in (a gateway's listeners are all CLIENT), and
-  // those in which a Telemetry for the same workloads turns injection off.
-  const expand = (mode) => (mode === "CLIENT_AND_SERVER" || mode === "UNDEFINED" ? ["CLIENT", "SERVER"] : [mode]);
-  const needed = new Set(("istio" in selector ? ["CLIENT"] : (modes.length ? modes : ["CLIENT_AND_SERVER"]).flatMap(expand)));
-  const telemetry = context.docs.find(
+  // same workloads either stops its injection (disableContextPropagation,
+  // Istio 1.30+) or removes it (disableSpanReporting: istiod then gives those
+  // listeners no tracing at all, pilot/pkg/networking/core/tracing.go
+  // configureTracingFromTelemetry). Several such Telemetries are alternatives
+  // (telemetry.yaml, telemetry-before-1.30.yaml): each must do it.
+  const needed = neededModes(body);
+  const telemetries = context.docs.filter(
     (d) => d.body.kind === "Telemetry" && d.body.metadata?.namespace === body.metadata?.namespace && sameLabels(selectorOf(d.body), selector),
   );
-  const covered = new Set(
-    (telemetry?.body.spec?.tracing ?? [])
-      .filter((t) => t.disableContextPropagation === true)
-      .flatMap((t) => expand(t.match?.mode ?? "CLIENT_AND_SERVER")),
-  );
-  const uncovered = [...needed].filter((mode) => !covered.has(mode));
-  if (uncovered.length > 0) {
-    errors.push(`${where}: no Telemetry with the same namespace and selector sets tracing disableContextPropagation: true for ${uncovered.join(" and ")} traffic; Envoy's tracer would overwrite the filter's headers`);
+  for (const telemetry of telemetries.length > 0 ? telemetries : [undefined]) {
+    const tracing = telemetry?.body.spec?.tracing ?? [];
+    const covered = new Set([...modesWith(tracing, "disableContextPropagation"), ...modesWith(tracing, "disableSpanReporting")]);
+    const uncovered = [...needed].filter((mode) => !covered.has(mode));
+    if (uncovered.length > 0) {
+      const which = telemetry ? `${telemetry.file} does not set` : "no Telemetry with the same namespace and selector sets";
+      errors.push(`${where}: ${which} tracing disableContextPropagation: true (Istio 1.30+) or disableSpanReporting: true for ${uncovered.join(" and ")} traffic; Envoy's tracer would overwrite the filter's headers`);
+    }
   }
   // Metrics for the selected workloads.
   if (!context.deployments.some((d) => proxyConfigAnnotationErrors(d, "").length === 0)) {
@@ -383,7 +444,6 @@ function wasmPluginRules(doc, context, errors, configs) {
     else inline[variable.name] = variable.value ?? "";
   }
   const env = vmEnvironment(inline, host, context.deployments, where, errors);
-  const telemetryTracing = telemetry?.body.spec?.tracing ?? [];
   if (spec.pluginConfig !== undefined && (typeof spec.pluginConfig !== "object" || Array.isArray(spec.pluginConfig))) {
     errors.push(`${where}: pluginConfig must be an object`);
     return;
@@ -391,7 +451,7 @@ function wasmPluginRules(doc, context, errors, configs) {
   // Istio turns pluginConfig (a Struct: every number a double) into JSON in a
   // StringValue; an empty one sends no configuration (the filter's defaults).
   const json = spec.pluginConfig && Object.keys(spec.pluginConfig).length > 0 ? JSON.stringify(spec.pluginConfig) : "";
-  configs.push({ doc, name: "pluginConfig", json, env, wasmPlugin: { spec, inline, host, telemetryTracing } });
+  configs.push({ doc, name: "pluginConfig", json, env, wasmPlugin: { spec, inline, host, telemetries } });
 }
 
 // Objects anywhere under `value` with "@type" `type`.
@@ -511,6 +571,7 @@ const find = (docs, predicate) => {
 };
 const wasm = (dir) => (d) => d.body.kind === "WasmPlugin" && d.dir.endsWith(dir);
 const kind = (k, dir = "") => (d) => d.body.kind === k && d.dir.endsWith(dir);
+const inFile = (name) => (d) => d.file === `envoy/istio/${name}`;
 
 const NEGATIVE = [
   // [what, expected error (regular expression), mutation]
@@ -526,12 +587,22 @@ const NEGATIVE = [
   ["WasmPlugin url tag other than Cargo.toml's version", /is not the crate's version/, (docs) => { find(docs, wasm("owner")).spec.url = "oci://registry.example.com/platform/tracebridge:0.0.0-old"; }],
   ["gateway WasmPlugin match mode SERVER", /match mode SERVER never applies/, (docs) => { find(docs, wasm("gateway")).spec.match = [{ mode: "SERVER" }]; }],
   ["gateway WasmPlugin HOST variable nobody sets", /no Deployment here sets it/, (docs) => { find(docs, wasm("gateway")).spec.vmConfig.env[0].name = "TRACEBRIDGE_FORCE_NOBODY"; }],
-  ["WasmPlugin without its Telemetry", /no Telemetry with the same namespace and selector/, (docs) => { find(docs, kind("Telemetry", "gateway")).spec.selector.matchLabels = { istio: "egressgateway" }; }],
-  ["Telemetry that stops injection for SERVER traffic only", /disableContextPropagation: true for CLIENT traffic/, (docs) => { find(docs, kind("Telemetry", "owner")).spec.tracing[0].match = { mode: "SERVER" }; }],
-  ["Telemetry tracing match mode BOTH", /spec\/tracing\/0\/match\/mode must be equal to one of the allowed values/, (docs) => { find(docs, kind("Telemetry", "owner")).spec.tracing[0].match = { mode: "BOTH" }; }],
-  ["Telemetry disableContextPropagation as a string", /disableContextPropagation: must be a boolean/, (docs) => { find(docs, kind("Telemetry", "owner")).spec.tracing[0].disableContextPropagation = "yes"; }],
+  ["WasmPlugin without its Telemetry", /no Telemetry with the same namespace and selector/, (docs) => {
+    for (const doc of docs.filter(kind("Telemetry", "gateway"))) doc.body.spec.selector.matchLabels = { istio: "egressgateway" };
+  }],
+  ["Telemetry that stops injection for SERVER traffic only", /owner\/telemetry\.yaml does not set tracing disableContextPropagation: true \(Istio 1\.30\+\) or disableSpanReporting: true for CLIENT traffic/, (docs) => {
+    find(docs, inFile("owner/telemetry.yaml")).spec.tracing[0].match = { mode: "SERVER" };
+  }],
+  ["Telemetry before 1.30 that removes the tracer for SERVER traffic only", /telemetry-before-1\.30\.yaml does not set .* for CLIENT traffic/, (docs) => {
+    find(docs, inFile("owner/telemetry-before-1.30.yaml")).spec.tracing[0].match = { mode: "SERVER" };
+  }],
+  ["Telemetry before 1.30 with disableSpanReporting false", /gateway\/telemetry-before-1\.30\.yaml does not set .* for CLIENT traffic/, (docs) => {
+    find(docs, inFile("gateway/telemetry-before-1.30.yaml")).spec.tracing[0].disableSpanReporting = false;
+  }],
+  ["Telemetry tracing match mode BOTH", /spec\/tracing\/0\/match\/mode must be equal to one of the allowed values/, (docs) => { find(docs, inFile("owner/telemetry.yaml")).spec.tracing[0].match = { mode: "BOTH" }; }],
+  ["Telemetry disableContextPropagation as a string", /disableContextPropagation: must be a boolean/, (docs) => { find(docs, inFile("owner/telemetry.yaml")).spec.tracing[0].disableContextPropagation = "yes"; }],
   ["Telemetry misspelt disableContextPropagaton", /unknown field spec\.tracing\[0\]\.disableContextPropagaton/, (docs) => {
-    const tracing = find(docs, kind("Telemetry", "owner")).spec.tracing[0];
+    const tracing = find(docs, inFile("owner/telemetry.yaml")).spec.tracing[0];
     delete tracing.disableContextPropagation;
     tracing.disableContextPropagaton = true;
   }],
@@ -638,14 +709,27 @@ function istioWasmFilter(doc, entry, wasmPath) {
   return { name: "envoy.filters.http.wasm", typed_config: { "@type": WASM_FILTER_TYPE, config } };
 }
 
-function envoyBootstrap(entry, wasmPath) {
+// The HCM tracing istiod generates for the plugin's listeners with this
+// Telemetry (pilot/pkg/networking/core/tracing.go, configureTracingFromTelemetry):
+// none where span reporting is disabled in every direction the plugin runs in,
+// else Istio's default Zipkin tracer, told not to propagate when the Telemetry
+// says disableContextPropagation (istiod does so for 1.30+ proxies).
+function istioTracing(entry, telemetry) {
+  const tracing = telemetry?.body.spec?.tracing ?? [];
+  const needed = neededModes(entry.doc.body);
+  const disabled = modesWith(tracing, "disableSpanReporting");
+  if ([...needed].every((mode) => disabled.has(mode))) return undefined;
+  return zipkinTracing(tracing.some((t) => t.disableContextPropagation === true));
+}
+
+function envoyBootstrap(entry, wasmPath, telemetry) {
   const { doc } = entry;
   const httpFilters = [];
-  let noContextPropagation = false;
+  let tracing = zipkinTracing(false);
   const upstream = staticCluster("upstream", 8080);
   if (entry.wasmPlugin) {
     httpFilters.push(istioWasmFilter(doc, entry, wasmPath));
-    noContextPropagation = entry.wasmPlugin.telemetryTracing.some((t) => t.disableContextPropagation === true);
+    tracing = istioTracing(entry, telemetry);
   } else if (entry.clusterPatch) {
     // Istio's MERGE replaces the typed_extension_protocol_options entry whole.
     const value = clone(entry.clusterPatch);
@@ -671,7 +755,7 @@ function envoyBootstrap(entry, wasmPath) {
                   typed_config: {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     stat_prefix: "istio_check",
-                    tracing: zipkinTracing(noContextPropagation),
+                    ...(tracing ? { tracing } : {}),
                     route_config: { virtual_hosts: [{ name: "all", domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: "upstream" } }] }] },
                     http_filters: httpFilters,
                   },
@@ -695,7 +779,16 @@ function envoyValidate(envoy, file, env) {
   const output = `${run.stdout ?? ""}${run.stderr ?? ""}`;
   const accepted = run.status === 0 && /configuration '.*' OK/.test(output);
   const reason = (output.match(/error initializing configuration[^\n]*/) ?? output.match(/[^\n]*(error|invalid)[^\n]*/i) ?? [output.trim().split("\n").at(-1) ?? `exit ${run.status}`])[0];
-  return { accepted, reason };
+  const unknownField = /no\s+such\s+field:\s+'([^']+)'/.exec(output)?.[1];
+  return { accepted, reason, unknownField };
+}
+
+// `envoy --version`: "envoy  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL".
+function envoyVersion(envoy) {
+  const run = spawnSync(envoy, ["--version"], { encoding: "utf8", timeout: 60_000 });
+  const found = /version: [0-9a-f]+\/(\d+\.\d+\.\d+)\//.exec(`${run.stdout ?? ""}${run.stderr ?? ""}`);
+  if (!found) throw new Error(`${envoy} --version did not report a version (exit ${run.status})`);
+  return parseVersion(found[1]);
 }
 
 // ---------------------------------------------------------------------------
@@ -768,22 +861,40 @@ function main() {
   } else if (!existsSync(wasmPath)) {
     bad(`Envoy check: ${wasmPath} does not exist (make build)`);
   } else {
-    console.log(`==> istio: each placement in a real Envoy (${envoy} --mode validate; module ${path.relative(ROOT, wasmPath)})`);
+    const running = envoyVersion(envoy);
+    console.log(`==> istio: each placement in a real Envoy ${versionText(running)} (${envoy} --mode validate; module ${path.relative(ROOT, wasmPath)})`);
     rmSync(ENVOY_OUT, { recursive: true, force: true });
     mkdirSync(ENVOY_OUT, { recursive: true });
     for (const entry of configs) {
-      const file = path.join(ENVOY_OUT, `${entry.stem}.json`);
-      writeFileSync(file, JSON.stringify(envoyBootstrap(entry, wasmPath), null, 1));
-      const { accepted, reason } = envoyValidate(envoy, file, entry.env);
-      const what = `${label(entry.doc)} (${entry.wasmPlugin ? "HCM filter as istiod generates it" : "cluster after Istio's MERGE"})`;
-      if (accepted) ok(`Envoy accepts ${what}`);
-      else bad(`Envoy rejects ${what}: ${reason} (bootstrap: ${path.relative(ROOT, file)})`);
+      // A WasmPlugin with each Telemetry that can go with it; an EnvoyFilter alone.
+      for (const telemetry of entry.wasmPlugin ? entry.wasmPlugin.telemetries : [undefined]) {
+        const files = [entry.doc, telemetry].filter(Boolean);
+        const stem = telemetry ? `${entry.stem}-with-${path.basename(telemetry.file).replace(/\.ya?ml$/, "").replace(/[^A-Za-z0-9]+/g, "-")}` : entry.stem;
+        const file = path.join(ENVOY_OUT, `${stem}.json`);
+        writeFileSync(file, JSON.stringify(envoyBootstrap(entry, wasmPath, telemetry), null, 1));
+        const { accepted, reason, unknownField } = envoyValidate(envoy, file, entry.env);
+        const how = entry.wasmPlugin ? `HCM filter as istiod generates it with ${telemetry.file}` : "cluster after Istio's MERGE";
+        const what = `${label(entry.doc)} (${how})`;
+        // The newest min-envoy line of the files this placement is made of.
+        const needs = files.map((d) => ({ file: d.file, version: d.versions.minEnvoy })).filter((n) => n.version).sort((a, b) => compareVersions(b.version, a.version))[0];
+        if (needs && compareVersions(running, needs.version) < 0) {
+          const says = `min-envoy ${versionText(needs.version)} (${needs.file})`;
+          if (!accepted && unknownField) ok(`Envoy ${versionText(running)} rejects ${what}, as ${says} says: no such field '${unknownField}'`);
+          else bad(`Envoy ${versionText(running)} ${accepted ? "accepts" : "rejects, but not for a newer field,"} ${what}, although ${says} says it needs a newer one: ${reason} (bootstrap: ${path.relative(ROOT, file)})`);
+        } else if (accepted) {
+          ok(`Envoy ${versionText(running)} accepts ${what}`);
+        } else {
+          bad(`Envoy ${versionText(running)} rejects ${what}: ${reason} (bootstrap: ${path.relative(ROOT, file)})`);
+        }
+      }
     }
     // The check must be able to fail: a configuration the plugin refuses.
     const broken = configs.find((c) => c.wasmPlugin);
     if (broken) {
       const file = path.join(ENVOY_OUT, "negative-probability.json");
-      writeFileSync(file, JSON.stringify(envoyBootstrap({ ...broken, json: '{"sampling": {"probability": 7}}' }, wasmPath), null, 1));
+      // With a Telemetry that every Envoy takes (no tracer, or no newer field).
+      const telemetry = broken.wasmPlugin.telemetries.find((t) => !t.versions.minEnvoy);
+      writeFileSync(file, JSON.stringify(envoyBootstrap({ ...broken, json: '{"sampling": {"probability": 7}}' }, wasmPath, telemetry), null, 1));
       const { accepted, reason } = envoyValidate(envoy, file, broken.env);
       if (!accepted) ok(`Envoy rejects a pluginConfig with sampling.probability 7: ${reason.slice(0, 120)}`);
       else bad("Envoy accepted a pluginConfig with sampling.probability 7");
