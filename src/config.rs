@@ -28,6 +28,8 @@ pub struct Config {
     pub baggage: BaggageConfig,
     /// Header names the rules and the force check read, beyond the trace headers.
     pub custom_headers: Vec<String>,
+    /// `extract` then the formats only in `inject`: what a request reads, each format once.
+    formats_read: Vec<Format>,
 }
 
 /// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it.
@@ -119,14 +121,24 @@ pub struct ForceConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        let mut config = Config {
             extract: Format::DEFAULT_EXTRACT.to_vec(),
             inject: Format::DEFAULT_INJECT.to_vec(),
             sampling: SamplingConfig::default(),
             baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
-        }
+            formats_read: Vec::new(),
+        };
+        config.formats_read = formats_read(&config.extract, &config.inject);
+        config
     }
+}
+
+/// `extract`, then the formats of `inject` not in it.
+fn formats_read(extract: &[Format], inject: &[Format]) -> Vec<Format> {
+    let mut read = extract.to_vec();
+    read.extend(inject.iter().filter(|f| !extract.contains(f)));
+    read
 }
 
 /// A configuration problem: which field, and what is wrong with it.
@@ -643,7 +655,14 @@ impl Config {
         if let Some(value) = object.get("sampling") {
             config.sampling = sampling(value, &mut config.custom_headers)?;
         }
+        config.formats_read = formats_read(&config.extract, &config.inject);
         Ok(config)
+    }
+
+    /// The formats a request reads: `extract`, then those only in `inject` (whose headers must
+    /// be known to be rewritten), each once.
+    pub fn formats_read(&self) -> &[Format] {
+        &self.formats_read
     }
 
     /// What a request view must record for this configuration.

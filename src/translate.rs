@@ -5,12 +5,10 @@
 use crate::baggage::{self, BaggageReport};
 use crate::budget::Budget;
 use crate::config::{Config, Rule};
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext, TracestateOut};
 use crate::force::{self, ForceToken};
-use crate::formats::tracecontext::{Tracestate, TracestateOut};
-use crate::formats::{
-    b3, b3multi, cloudtrace, datadog, grpctracebin, jaeger, tracecontext, xray, Format,
-};
+use crate::formats::tracecontext::{self, Tracestate};
+use crate::formats::{Extractions, Format};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
 use crate::otel_tracestate::{self, OtValues};
@@ -179,22 +177,16 @@ pub fn translate(
         Some(force::verify(token, &force.keys, host.unix_seconds))
     });
 
-    let mut extractions = [Extraction::Absent; Format::COUNT];
-    for &format in config.extract.iter().chain(&config.inject) {
-        let i = format.index();
-        if extractions[i] == Extraction::Absent {
-            extractions[i] = format.extract(headers);
-            report.invalid[i] = extractions[i] == Extraction::Invalid;
-        }
-    }
+    let extractions = Extractions::read(config.formats_read(), headers);
+    report.invalid = extractions.invalid();
     let chosen = config
         .extract
         .iter()
-        .find_map(|&f| extractions[f.index()].context().map(|ctx| (f, *ctx)))
+        .find_map(|&f| extractions.get(f).context().map(|ctx| (f, *ctx)))
         .filter(|_| trusted);
 
     // The caller's tracestate counts only when it belongs to the chosen trace.
-    let traceparent = extractions[Format::TraceContext.index()].context().copied();
+    let traceparent = extractions.get(Format::TraceContext).context().copied();
     let tracestate = match traceparent {
         Some(tp) if trusted && chosen.is_some_and(|(_, ctx)| ctx.trace_id == tp.trace_id) => {
             tracecontext::tracestate(headers)
@@ -232,7 +224,7 @@ pub fn translate(
     let caller_sent_context = config
         .extract
         .iter()
-        .any(|f| extractions[f.index()] != Extraction::Absent);
+        .any(|&f| extractions.get(f) != Extraction::Absent);
     let root = matches!(sampling.reason, Reason::Probability | Reason::Rule);
     if !trusted && caller_sent_context && root {
         sampling.reason = Reason::UntrustedRestart;
@@ -252,23 +244,7 @@ pub fn translate(
         }
     };
     for &format in &config.inject {
-        let incoming = &extractions[format.index()];
-        match format {
-            Format::TraceContext => tracecontext::inject(
-                &context,
-                headers,
-                incoming,
-                tracestate_out.clone(),
-                &mut edits,
-            ),
-            Format::B3 => b3::inject(&context, headers, incoming, &mut edits),
-            Format::B3Multi => b3multi::inject(&context, headers, incoming, &mut edits),
-            Format::XRay => xray::inject(&context, headers, &mut edits),
-            Format::CloudTrace => cloudtrace::inject(&context, headers, incoming, &mut edits),
-            Format::Jaeger => jaeger::inject(&context, headers, incoming, &mut edits),
-            Format::Datadog => datadog::inject(&context, headers, incoming, &mut edits),
-            Format::GrpcTraceBin => grpctracebin::inject(&context, headers, incoming, &mut edits),
-        }
+        extractions.inject(format, &context, &tracestate_out, headers, &mut edits);
     }
     if !trusted {
         strip_untrusted(config, headers, &mut edits);
@@ -330,11 +306,11 @@ fn strip_untrusted(config: &Config, headers: &RequestHeaders, edits: &mut Vec<He
 }
 
 /// A B3 sampling-only header, in extraction order.
-fn decision_only(config: &Config, extractions: &[Extraction; Format::COUNT]) -> Option<Decision> {
+fn decision_only(config: &Config, extractions: &Extractions) -> Option<Decision> {
     config
         .extract
         .iter()
-        .find_map(|&f| match extractions[f.index()] {
+        .find_map(|&f| match extractions.get(f) {
             Extraction::DecisionOnly(decision) => Some(decision),
             _ => None,
         })
@@ -347,7 +323,7 @@ fn continue_trace(
     headers: &RequestHeaders,
     host: &mut Host,
     incoming: &IncomingContext,
-    extractions: &[Extraction; Format::COUNT],
+    extractions: &Extractions,
     ot: OtValues,
     report: &mut Report,
 ) -> Result<(TraceContext, Sampling), RandomUnavailable> {
@@ -384,7 +360,8 @@ fn continue_trace(
     };
     // W3C: a random flag received for this trace id must be kept on every outgoing traceparent,
     // whichever format supplied the context.
-    let traceparent_random = extractions[Format::TraceContext.index()]
+    let traceparent_random = extractions
+        .get(Format::TraceContext)
         .context()
         .is_some_and(|tp| tp.trace_id == incoming.trace_id && tp.random_trace_id);
     let context = TraceContext {

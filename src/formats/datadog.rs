@@ -2,7 +2,8 @@
 //! `x-datadog-sampling-priority`, `x-datadog-tags` (`_dd.p.tid` = upper 64 bits) and
 //! `x-datadog-origin`, read as Datadog's own tracers read them.
 
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use super::{Format, Injection, Propagator};
+use crate::context::{Decision, Extraction, IncomingContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
     is_printable_ascii, parse_decimal_u64, parse_hex_exact, HexCase, SpanId, TraceId,
@@ -14,13 +15,20 @@ const TID_TAG: &[u8] = b"_dd.p.tid";
 const MAX_TAGS_LEN: usize = 512;
 const MAX_ORIGIN_LEN: usize = 256;
 
-pub const HEADERS: [HeaderName; 5] = [
-    HeaderName::DatadogTraceId,
-    HeaderName::DatadogParentId,
-    HeaderName::DatadogSamplingPriority,
-    HeaderName::DatadogTags,
-    HeaderName::DatadogOrigin,
-];
+/// The `x-datadog-*` headers.
+pub struct Datadog;
+
+impl Propagator for Datadog {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        (extract(headers), ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject(injection, edits);
+    }
+}
 
 /// A decimal 64-bit id; a leading `-` is a signed 64-bit value reinterpreted (older tracers).
 fn parse_id(digits: &[u8]) -> Option<u64> {
@@ -68,9 +76,9 @@ fn high_bits(tags_value: Option<&[u8]>) -> Option<u64> {
     parse_hex_exact(tid, 16, HexCase::Lower).map(|high| high as u64)
 }
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
+fn extract(headers: &RequestHeaders) -> Extraction {
     let Some(trace) = headers.get(HeaderName::DatadogTraceId) else {
-        let any = HEADERS.iter().any(|&name| headers.contains(name));
+        let any = Format::Datadog.headers().iter().any(|&name| headers.contains(name));
         return if any {
             Extraction::Invalid
         } else {
@@ -114,13 +122,12 @@ fn parse(headers: &RequestHeaders, trace: &[u8]) -> Option<IncomingContext> {
 
 /// Writes the Datadog headers for `ctx`. When the trace is unchanged, the caller's other
 /// `_dd.p.*` tags and its origin are kept; `x-datadog-parent-id: 0` is never written.
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    let single_lines = HEADERS.iter().all(|&name| headers.count(name) <= 1);
+fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+    let (ctx, headers, incoming) = (injection.context, injection.headers, injection.incoming);
+    let single_lines = Format::Datadog
+        .headers()
+        .iter()
+        .all(|&name| headers.count(name) <= 1);
     let same_trace = incoming
         .context()
         .is_some_and(|inc| inc.trace_id == ctx.trace_id);
@@ -188,6 +195,7 @@ pub fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::TraceContext;
 
     fn run(pairs: &[(&str, &str)]) -> Extraction {
         extract(&RequestHeaders::from_pairs(
@@ -303,9 +311,7 @@ mod tests {
             decision,
             random_trace_id: false,
         };
-        let mut edits = Vec::new();
-        inject(&ctx, &headers, &extract(&headers), &mut edits);
-        edits
+        crate::formats::tests::inject_edits(Format::Datadog, &ctx, &headers)
     }
 
     #[test]

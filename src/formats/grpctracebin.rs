@@ -1,6 +1,7 @@
 //! gRPC binary trace context, `grpc-trace-bin`: the OpenCensus binary format (version 0; field 0
 //! trace id, field 1 span id, field 2 options), base64 on the wire as Envoy passes it.
 
+use super::{inject_single_header, Injection, Propagator};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
@@ -13,10 +14,22 @@ const FIELD_TRACE_ID: u8 = 0;
 const FIELD_SPAN_ID: u8 = 1;
 const FIELD_OPTIONS: u8 = 2;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::GrpcTraceBin) {
-        None => Extraction::Absent,
-        Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+/// The `grpc-trace-bin` header.
+pub struct GrpcTraceBin;
+
+impl Propagator for GrpcTraceBin {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        let extraction = match headers.get(HeaderName::GrpcTraceBin) {
+            None => Extraction::Absent,
+            Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+        };
+        (extraction, ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject_single_header(injection, HeaderName::GrpcTraceBin, false, encode, edits);
     }
 }
 
@@ -109,23 +122,6 @@ pub fn encode(ctx: &TraceContext) -> String {
     bytes[27] = FIELD_OPTIONS;
     bytes[28] = u8::from(ctx.decision.is_sampled());
     encode_base64(&bytes)
-}
-
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    super::inject_single_header(
-        ctx,
-        headers,
-        incoming,
-        HeaderName::GrpcTraceBin,
-        false,
-        encode,
-        edits,
-    );
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! W3C Trace Context: `traceparent` and `tracestate`
 //! (<https://www.w3.org/TR/trace-context/>, version 00 with the forward-compatibility rules).
 
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use super::{Injection, Propagator};
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext, TracestateOut};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
     is_printable_ascii, parse_hex_exact, trim_ows, write_hex, HexCase, SpanId, TraceId,
@@ -19,7 +20,44 @@ const MAX_TRACESTATE_MEMBERS: usize = 32;
 const MAX_KEY_LEN: usize = 256;
 const MAX_VALUE_LEN: usize = 256;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
+/// `traceparent` and `tracestate`.
+pub struct W3cTraceContext;
+
+impl Propagator for W3cTraceContext {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        (extract(headers), ())
+    }
+
+    /// Writes `traceparent` unless the request already carries exactly it, and applies the
+    /// translator's `tracestate` verdict.
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        let ctx = injection.context;
+        let unchanged = injection.incoming.context().is_some_and(|inc| {
+            ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id
+        });
+        if !unchanged {
+            edits.push(HeaderEdit::Set(
+                HeaderName::Traceparent,
+                encode_traceparent(ctx),
+            ));
+        }
+        match injection.tracestate {
+            TracestateOut::Keep => {}
+            TracestateOut::Remove => {
+                if injection.headers.contains(HeaderName::Tracestate) {
+                    edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
+                }
+            }
+            TracestateOut::Set(value) => {
+                edits.push(HeaderEdit::Set(HeaderName::Tracestate, value.clone()))
+            }
+        }
+    }
+}
+
+fn extract(headers: &RequestHeaders) -> Extraction {
     let Some(value) = headers.get(HeaderName::Traceparent) else {
         return Extraction::Absent;
     };
@@ -148,45 +186,6 @@ fn is_valid_value(value: &[u8]) -> bool {
         && value
             .iter()
             .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
-}
-
-/// What to do with `tracestate` (the translator decides, since sampling may rewrite it).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum TracestateOut {
-    /// Forward the incoming lines unchanged.
-    Keep,
-    /// Remove any incoming lines.
-    Remove,
-    Set(String),
-}
-
-/// Writes `traceparent` for `ctx` unless the request already carries exactly it, and applies
-/// the translator's `tracestate` verdict.
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    tracestate: TracestateOut,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    let incoming = incoming.context();
-    let unchanged = incoming
-        .is_some_and(|inc| ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id);
-    if !unchanged {
-        edits.push(HeaderEdit::Set(
-            HeaderName::Traceparent,
-            encode_traceparent(ctx),
-        ));
-    }
-    match tracestate {
-        TracestateOut::Keep => {}
-        TracestateOut::Remove => {
-            if headers.contains(HeaderName::Tracestate) {
-                edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
-            }
-        }
-        TracestateOut::Set(value) => edits.push(HeaderEdit::Set(HeaderName::Tracestate, value)),
-    }
 }
 
 #[cfg(test)]
