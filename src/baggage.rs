@@ -3,10 +3,12 @@
 //! (W3C first, then Jaeger, then OpenTracing; the first spelling of a key wins) and written in
 //! each configured spelling. Baggage is opt-in, so this path may allocate.
 
+use crate::config::json::{check_keys, error, list, object, string, ConfigError};
 use crate::headers::{
     HeaderEdit, HeaderName, RequestHeaders, JAEGER_BAGGAGE_PREFIX, OPENTRACING_BAGGAGE_PREFIX,
 };
 use crate::ids::trim_ows;
+use serde_json::Value;
 
 /// W3C limits: "a maximum of 180 list-members" and "a maximum of 8192 bytes".
 pub const MAX_ENTRIES: usize = 180;
@@ -46,6 +48,58 @@ impl Spelling {
             Spelling::Jaeger => Some(JAEGER_BAGGAGE_PREFIX),
             Spelling::OpenTracing => Some(OPENTRACING_BAGGAGE_PREFIX),
         }
+    }
+}
+
+/// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it; the `baggage`
+/// section says how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaggageConfig {
+    pub extract: bool,
+    pub inject: bool,
+    /// `baggage.spellings`: the spellings written when injecting.
+    pub spellings: Vec<Spelling>,
+}
+
+impl Default for BaggageConfig {
+    fn default() -> Self {
+        BaggageConfig {
+            extract: false,
+            inject: false,
+            spellings: Spelling::ALL.to_vec(),
+        }
+    }
+}
+
+impl BaggageConfig {
+    /// Reads the `baggage` section (whether baggage is read and written comes from the format
+    /// lists).
+    pub fn parse_section(&mut self, value: &Value) -> Result<(), ConfigError> {
+        let object = object(value, "baggage")?;
+        check_keys(object, "baggage.", &["spellings"])?;
+        if let Some(value) = object.get("spellings") {
+            let mut spellings = Vec::new();
+            for (i, item) in list(value, "baggage.spellings")?.iter().enumerate() {
+                let path = format!("baggage.spellings[{i}]");
+                let name = string(item, &path)?;
+                let Some(spelling) = Spelling::from_name(name) else {
+                    let known: Vec<&str> = Spelling::ALL.iter().map(|s| s.name()).collect();
+                    return Err(error(
+                        path,
+                        format!(
+                            "unknown spelling \"{name}\"; expected one of: {}",
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if spellings.contains(&spelling) {
+                    return Err(error(path, format!("spelling \"{name}\" is listed twice")));
+                }
+                spellings.push(spelling);
+            }
+            self.spellings = spellings;
+        }
+        Ok(())
     }
 }
 
@@ -435,5 +489,28 @@ mod tests {
                 HeaderEdit::SetCustom("ot-baggage-plan".into(), "gold".into()),
             ]
         );
+    }
+
+    /// Problems in the `baggage` section, named by their field path.
+    #[test]
+    fn configuration_errors_name_the_field() {
+        crate::config::tests::assert_errors(&[
+            (
+                r#"{"baggage": {"spellings": ["zipkin"]}}"#,
+                "baggage.spellings[0]",
+                "unknown spelling",
+            ),
+            (
+                r#"{"baggage": {"spellings": ["w3c", "w3c"]}}"#,
+                "baggage.spellings[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"baggage": {"limit": 3}}"#,
+                "baggage.limit",
+                "unknown key",
+            ),
+            (r#"{"baggage": []}"#, "baggage", "must be an object"),
+        ]);
     }
 }

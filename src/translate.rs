@@ -4,7 +4,7 @@
 
 use crate::baggage::{self, BaggageReport};
 use crate::budget::Budget;
-use crate::config::{Config, Rule};
+use crate::config::Config;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext, TracestateOut};
 use crate::force::{self, ForceToken};
 use crate::formats::tracecontext::{self, Tracestate};
@@ -12,6 +12,7 @@ use crate::formats::{Extractions, Format};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
 use crate::otel_tracestate::{self, OtValues};
+use crate::rules;
 use crate::sampling::{randomness, Threshold};
 use crate::trust::Peer;
 
@@ -408,7 +409,7 @@ fn root_decision(
     r: u64,
     report: &mut Report,
 ) -> Sampling {
-    let (route_threshold, reason) = match matching_rule(config, headers) {
+    let (route_threshold, reason) = match rules::matching(&config.sampling.rules, headers) {
         Some((i, rule)) => {
             report.rule = Some(i);
             (rule.threshold, Reason::Rule)
@@ -439,73 +440,6 @@ fn root_decision(
     }
 }
 
-fn matching_rule<'c>(config: &'c Config, headers: &RequestHeaders) -> Option<(usize, &'c Rule)> {
-    config
-        .sampling
-        .rules
-        .iter()
-        .enumerate()
-        .find(|(_, rule)| rule_matches(rule, headers))
-}
-
-fn rule_matches(rule: &Rule, headers: &RequestHeaders) -> bool {
-    let conditions = &rule.conditions;
-    if let Some(pattern) = &conditions.authority {
-        let Some(authority) = headers.get(HeaderName::Authority) else {
-            return false;
-        };
-        if !authority_matches(pattern, authority) {
-            return false;
-        }
-    }
-    if let Some(prefix) = &conditions.path_prefix {
-        if !headers
-            .get(HeaderName::Path)
-            .is_some_and(|path| path.starts_with(prefix.as_bytes()))
-        {
-            return false;
-        }
-    }
-    if let Some(method) = &conditions.method {
-        if headers.get(HeaderName::Method) != Some(method.as_bytes()) {
-            return false;
-        }
-    }
-    if let Some((index, wanted)) = &conditions.header {
-        match (headers.custom(*index), wanted) {
-            (None, _) => return false,
-            (Some(value), Some(wanted)) if value != wanted.as_bytes() => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
-/// `pattern` is a lower-case host or `*.suffix`; the request's port is ignored unless the
-/// pattern names one.
-fn authority_matches(pattern: &str, authority: &[u8]) -> bool {
-    let host = if port_start(pattern.as_bytes()).is_some() {
-        authority
-    } else {
-        port_start(authority).map_or(authority, |colon| &authority[..colon])
-    };
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.len() > suffix.len() && ends_with_ignore_case(host, suffix.as_bytes()),
-        None => host.eq_ignore_ascii_case(pattern.as_bytes()),
-    }
-}
-
-/// Where `:port` starts; a colon inside `[...]` belongs to an IPv6 address.
-fn port_start(authority: &[u8]) -> Option<usize> {
-    let colon = authority.iter().rposition(|&b| b == b':')?;
-    let bracket = authority.iter().rposition(|&b| b == b']');
-    (bracket.is_none_or(|bracket| bracket < colon)).then_some(colon)
-}
-
-fn ends_with_ignore_case(text: &[u8], suffix: &[u8]) -> bool {
-    text.len() >= suffix.len() && text[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-}
-
 /// A valid force token samples the request (`th:0`) within its own per-second limit. On a
 /// trusted unsampled parent the caller's span id is kept: W3C prefers a new parent id when the
 /// sampled flag changes, but that id would name a span nobody reports, which breaks the trace
@@ -533,32 +467,4 @@ fn apply_force(
         Some(ForceToken::Valid) => Some(ForceOutcome::OverLimit),
     };
     context
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authority_table() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("api.example.com", "api.example.com", true),
-            ("api.example.com", "API.Example.com:8443", true),
-            ("api.example.com", "www.example.com", false),
-            ("*.example.com", "a.b.example.com", true),
-            ("*.example.com", "example.com", false),
-            ("*.example.com", ".example.com", false),
-            ("api.example.com:8443", "api.example.com:8443", true),
-            ("api.example.com:8443", "api.example.com", false),
-            ("[::1]", "[::1]:80", true),
-            ("[::1]", "[::1]", true),
-        ];
-        for &(pattern, authority, want) in cases {
-            assert_eq!(
-                authority_matches(pattern, authority.as_bytes()),
-                want,
-                "{pattern} vs {authority}"
-            );
-        }
-    }
 }
