@@ -75,6 +75,38 @@ const REQUESTS: &[(&str, Request)] = &[
             "105445aa7843bc8bf206b12000100000/1;o=1",
         )],
     ),
+    (
+        "jaeger",
+        &[(
+            "uber-trace-id",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+        )],
+    ),
+    (
+        "datadog",
+        &[
+            ("x-datadog-trace-id", "11803532876627986230"),
+            ("x-datadog-parent-id", "67667974448284343"),
+            ("x-datadog-sampling-priority", "2"),
+            ("x-datadog-tags", "_dd.p.tid=4bf92f3577b34da6,_dd.p.dm=-4"),
+        ],
+    ),
+    (
+        "grpc",
+        &[("grpc-trace-bin", "AABL+S81d7NNpqPOkp0ODkc2AQDwZ6oLqQK3AgE=")],
+    ),
+    (
+        "baggage",
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("baggage", "tenant=acme,region=eu%20west;ttl=30,user=u-123"),
+            ("uberctx-session", "s%2B1"),
+            ("ot-baggage-team", "payments"),
+        ],
+    ),
     ("none", &[]),
     (
         "mixed",
@@ -116,7 +148,9 @@ impl RandomSource for XorShift {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+            for (byte, random) in chunk.iter_mut().zip(self.0.to_le_bytes()) {
+                *byte = random;
+            }
         }
         true
     }
