@@ -3,6 +3,7 @@
 //! (W3C first, then Jaeger, then OpenTracing; the first spelling of a key wins) and written in
 //! each configured spelling. Baggage is opt-in, so this path may allocate.
 
+use crate::bytes::split_once;
 use crate::config::json::{check_keys, error, list, object, string, ConfigError};
 use crate::headers::{
     HeaderEdit, HeaderName, RequestHeaders, JAEGER_BAGGAGE_PREFIX, OPENTRACING_BAGGAGE_PREFIX,
@@ -142,16 +143,14 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Percent-decodes; invalid UTF-8 becomes U+FFFD as W3C requires. `None` for a broken `%`.
 fn percent_decode(bytes: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
+    let mut bytes = bytes.iter();
+    while let Some(&b) = bytes.next() {
         if b == b'%' {
-            let high = hex_value(*bytes.get(i + 1)?)?;
-            let low = hex_value(*bytes.get(i + 2)?)?;
+            let high = hex_value(*bytes.next()?)?;
+            let low = hex_value(*bytes.next()?)?;
             out.push(high << 4 | low);
-            i += 3;
         } else {
             out.push(b);
-            i += 1;
         }
     }
     Some(String::from_utf8_lossy(&out).into_owned())
@@ -160,16 +159,22 @@ fn percent_decode(bytes: &[u8]) -> Option<String> {
 /// Percent-encodes everything but baggage octets; `+` too, since URL decoders (Jaeger's among
 /// them) read it as a space. Upper-case hex, as RFC 3986 recommends.
 fn percent_encode(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value.as_bytes() {
         if is_baggage_octet(b) && b != b'%' && b != b'+' {
             out.push(b as char);
         } else {
             out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
+            out.push(upper_hex_digit(b >> 4));
+            out.push(upper_hex_digit(b & 0xf));
         }
     }
+}
+
+/// The upper-case hex digit of `nibble` (0 to 15).
+fn upper_hex_digit(nibble: u8) -> char {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    HEX.get(usize::from(nibble))
+        .map_or('0', |&digit| char::from(digit))
 }
 
 /// Keys are compared without case: the header spellings carry them in header names, which are
@@ -195,13 +200,13 @@ pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
         if member.is_empty() {
             continue;
         }
+        // The properties keep their leading `;`.
         let (pair, properties) = match member.iter().position(|&b| b == b';') {
-            Some(semi) => (&member[..semi], &member[semi..]),
+            Some(semi) => member.split_at_checked(semi)?,
             None => (member, &b""[..]),
         };
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let key = trim_ows(&pair[..eq]);
-        let value = trim_ows(&pair[eq + 1..]);
+        let (key, value) = split_once(pair, b'=')?;
+        let (key, value) = (trim_ows(key), trim_ows(value));
         if !is_token(key) || !value.iter().all(|&b| is_baggage_octet(b)) {
             return None;
         }

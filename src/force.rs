@@ -1,6 +1,7 @@
 //! Authenticated forced sampling: `<key id>.<unix expiry>.<hex HMAC-SHA256(secret, "<key id>.<unix expiry>")>`.
 //! The `sampling.force` configuration is parsed here too.
 
+use crate::bytes::rsplit_once;
 use crate::config::json::{
     check_keys, custom_header, error, header_name, object, positive_integer, string, type_name,
     ConfigError,
@@ -45,10 +46,8 @@ fn check(token: &[u8], keys: &[ForceKey], now: u64) -> Option<()> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let mac_start = token.iter().rposition(|&b| b == b'.')?;
-    let (signed, mac_hex) = (&token[..mac_start], &token[mac_start + 1..]);
-    let expiry_start = signed.iter().rposition(|&b| b == b'.')?;
-    let (key_id, expiry) = (&signed[..expiry_start], &signed[expiry_start + 1..]);
+    let (signed, mac_hex) = rsplit_once(token, b'.')?;
+    let (key_id, expiry) = rsplit_once(signed, b'.')?;
     let expiry = crate::ids::parse_decimal_u64(expiry, 20)?;
     if expiry <= now {
         return None;

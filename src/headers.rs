@@ -109,18 +109,19 @@ impl<'a> RequestHeaders<'a> {
                     if headers.prefixed_baggage.len() < MAX_PREFIXED_BAGGAGE {
                         headers.prefixed_baggage.push((name, trim_ows(value)));
                     } else {
-                        headers.prefixed_baggage_dropped += 1;
+                        headers.prefixed_baggage_dropped =
+                            headers.prefixed_baggage_dropped.saturating_add(1);
                     }
                 }
                 continue;
             };
+            // `index()` is below `HeaderName::COUNT`, the arrays' length: `get` never fails here
+            // (and the compiler removes the check).
             let i = known.index();
+            let count = headers.count.get(i).copied().unwrap_or(u16::MAX);
             match known {
                 HeaderName::Tracestate => {
-                    if let Some(slot) = headers
-                        .tracestate_lines
-                        .get_mut(usize::from(headers.count[i]))
-                    {
+                    if let Some(slot) = headers.tracestate_lines.get_mut(usize::from(count)) {
                         *slot = value;
                     }
                 }
@@ -132,26 +133,28 @@ impl<'a> RequestHeaders<'a> {
                 }
                 _ => {}
             }
-            if headers.first[i].is_none() {
-                headers.first[i] = Some(trim_ows(value));
+            if let Some(first @ None) = headers.first.get_mut(i) {
+                *first = Some(trim_ows(value));
             }
-            headers.count[i] = headers.count[i].saturating_add(1);
+            if let Some(count) = headers.count.get_mut(i) {
+                *count = count.saturating_add(1);
+            }
         }
         headers
     }
 
     /// The first line of `name`, trimmed of surrounding white space.
     pub fn get(&self, name: HeaderName) -> Option<&'a [u8]> {
-        self.first[name.index()]
+        self.first.get(name.index()).copied().flatten()
     }
 
     pub fn contains(&self, name: HeaderName) -> bool {
-        self.count[name.index()] > 0
+        self.count(name) > 0
     }
 
     /// How many lines of `name` the request has.
     pub fn count(&self, name: HeaderName) -> usize {
-        usize::from(self.count[name.index()])
+        self.count.get(name.index()).copied().map_or(0, usize::from)
     }
 
     /// The first value of the `index`-th custom header name.

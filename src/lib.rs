@@ -27,6 +27,7 @@ macro_rules! listed_enum {
 
 pub mod baggage;
 pub mod budget;
+pub mod bytes;
 pub mod config;
 pub mod context;
 pub mod force;

@@ -48,13 +48,11 @@ impl Cidr {
     }
 
     fn masked(&self, address: IpAddr) -> u128 {
-        let width = if address.is_ipv4() { 32 } else { 128 };
-        let host_bits = width - u32::from(self.prefix_len);
-        if host_bits >= 128 {
-            0
-        } else {
-            (bits(address) >> host_bits) << host_bits
-        }
+        let width: u32 = if address.is_ipv4() { 32 } else { 128 };
+        // The prefix length is at most the width (checked when parsed).
+        let host_bits = width.saturating_sub(u32::from(self.prefix_len));
+        // Clears the host bits; all of them (a /0) leaves nothing.
+        bits(address) & u128::MAX.checked_shl(host_bits).unwrap_or(0)
     }
 
     fn network_text(&self) -> String {

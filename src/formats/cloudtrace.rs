@@ -1,6 +1,7 @@
 //! Google Cloud Trace: `X-Cloud-Trace-Context: {32 hex trace id}[/{decimal span id}][;o={options}]`.
 
 use super::{inject_single_header, Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{parse_decimal_u64, parse_hex_exact, HexCase, SpanId, TraceId};
@@ -42,12 +43,12 @@ pub fn parse(value: &[u8]) -> Option<IncomingContext> {
     if value.len() > MAX_LEN {
         return None;
     }
-    let (ids, options) = match value.iter().position(|&b| b == b';') {
-        Some(semi) => (&value[..semi], Some(&value[semi + 1..])),
+    let (ids, options) = match split_once(value, b';') {
+        Some((ids, options)) => (ids, Some(options)),
         None => (value, None),
     };
-    let (trace, span) = match ids.iter().position(|&b| b == b'/') {
-        Some(slash) => (&ids[..slash], Some(&ids[slash + 1..])),
+    let (trace, span) = match split_once(ids, b'/') {
+        Some((trace, span)) => (trace, Some(span)),
         None => (ids, None),
     };
     let trace_id = TraceId::new(parse_hex_exact(trace, 32, HexCase::Lower)?)?;

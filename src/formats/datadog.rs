@@ -3,6 +3,7 @@
 //! `x-datadog-origin`, read as Datadog's own tracers read them.
 
 use super::{Format, Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
@@ -60,10 +61,7 @@ fn tags(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
         value
             .split(|&b| b == b',')
             .filter(|tag| !tag.is_empty())
-            .map(|tag| {
-                let eq = tag.iter().position(|&b| b == b'=')?;
-                Some((&tag[..eq], &tag[eq + 1..]))
-            })
+            .map(|tag| split_once(tag, b'='))
     };
     pairs()
         .all(|pair| pair.is_some())
@@ -158,7 +156,7 @@ fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
 
     let kept_value = headers.get(HeaderName::DatadogTags).filter(|_| same_trace);
     // Room for the kept tags and ",_dd.p.tid=<16 hex>" in one allocation.
-    let mut tags_out = String::with_capacity(kept_value.map_or(0, <[u8]>::len) + 27);
+    let mut tags_out = String::with_capacity(kept_value.map_or(0, <[u8]>::len).saturating_add(27));
     let kept = kept_value.and_then(tags);
     for (key, value) in kept
         .into_iter()

@@ -38,24 +38,23 @@ impl Propagator for Jaeger {
 /// URL-encode header values).
 fn parts(value: &[u8]) -> Option<[&[u8]; 4]> {
     let mut out: [&[u8]; 4] = [&[]; 4];
-    let mut n = 0;
+    let mut slots = out.iter_mut();
     let encoded = !value.contains(&b':');
     let mut rest = value;
     loop {
-        let (end, skip) = if encoded {
-            let i = rest
-                .windows(3)
-                .position(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'a'));
-            (i, 3)
+        let separator = if encoded {
+            rest.windows(3)
+                .position(|w| matches!(w, [b'%', b'3', b'a' | b'A']))
+                .map(|i| (i, 3))
         } else {
-            (rest.iter().position(|&b| b == b':'), 1)
+            rest.iter().position(|&b| b == b':').map(|i| (i, 1))
         };
-        let slot = out.get_mut(n)?;
-        n += 1;
-        match end {
-            Some(i) => {
-                *slot = &rest[..i];
-                rest = &rest[i + skip..];
+        let slot = slots.next()?;
+        match separator {
+            Some((at, len)) => {
+                let (part, tail) = rest.split_at_checked(at)?;
+                *slot = part;
+                rest = tail.get(len..)?;
             }
             None => {
                 *slot = rest;
@@ -63,7 +62,8 @@ fn parts(value: &[u8]) -> Option<[&[u8]; 4]> {
             }
         }
     }
-    (n == 4).then_some(out)
+    // Exactly four parts: every slot filled.
+    slots.next().is_none().then_some(out)
 }
 
 /// The Jaeger client's reading: hex fields of any length up to the id width (short ids are

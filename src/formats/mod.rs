@@ -323,15 +323,17 @@ impl Extractions {
 // `index()` is the discriminant; tables indexed by it rely on the lists being in declaration
 // order, which the macro guarantees and this checks.
 const _: () = {
+    let mut rest: &[Format] = &Format::ALL;
     let mut i = 0;
-    while i < Format::COUNT {
-        assert!(Format::ALL[i] as usize == i);
-        i += 1;
+    while let [format, tail @ ..] = rest {
+        assert!(*format as usize == i);
+        (rest, i) = (tail, i + 1);
     }
+    let mut rest: &[HeaderName] = &HeaderName::ALL;
     let mut i = 0;
-    while i < HeaderName::COUNT {
-        assert!(HeaderName::ALL[i] as usize == i);
-        i += 1;
+    while let [name, tail @ ..] = rest {
+        assert!(*name as usize == i);
+        (rest, i) = (tail, i + 1);
     }
 };
 

@@ -2,6 +2,7 @@
 //! (<https://www.w3.org/TR/trace-context/>, version 00 with the forward-compatibility rules).
 
 use super::{Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext, TracestateOut};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
@@ -72,22 +73,24 @@ fn extract(headers: &RequestHeaders) -> Extraction {
 }
 
 pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
-    // The fields are checked one by one below; a later version's tail must at least be text.
-    if value.len() < V00_LEN || value.len() > MAX_TRACEPARENT_LEN || !is_printable_ascii(value) {
+    // The 55 characters of version 00, as an array whose constant positions cannot be out of
+    // bounds. Its fields are checked one by one below; a later version's tail must be text.
+    let (v00, tail) = value.split_first_chunk::<V00_LEN>()?;
+    if value.len() > MAX_TRACEPARENT_LEN || !is_printable_ascii(value) {
         return None;
     }
-    let version = parse_hex_exact(&value[0..2], 2, HexCase::Lower)?;
+    let version = parse_hex_exact(&v00[0..2], 2, HexCase::Lower)?;
     let length_ok = match version {
         0xff => false,
-        0x00 => value.len() == V00_LEN,
-        _ => value.len() == V00_LEN || value[V00_LEN] == b'-',
+        0x00 => tail.is_empty(),
+        _ => tail.first().is_none_or(|&b| b == b'-'),
     };
-    if !length_ok || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+    if !length_ok || v00[2] != b'-' || v00[35] != b'-' || v00[52] != b'-' {
         return None;
     }
-    let trace_id = TraceId::new(parse_hex_exact(&value[3..35], 32, HexCase::Lower)?)?;
-    let span_id = SpanId::new(parse_hex_exact(&value[36..52], 16, HexCase::Lower)? as u64)?;
-    let flags = parse_hex_exact(&value[53..55], 2, HexCase::Lower)? as u8;
+    let trace_id = TraceId::new(parse_hex_exact(&v00[3..35], 32, HexCase::Lower)?)?;
+    let span_id = SpanId::new(parse_hex_exact(&v00[36..52], 16, HexCase::Lower)? as u64)?;
+    let flags = parse_hex_exact(&v00[53..55], 2, HexCase::Lower)? as u8;
     Some(IncomingContext {
         trace_id,
         span_id: Some(span_id),
@@ -146,18 +149,22 @@ pub fn tracestate_is_valid(lines: &[&[u8]]) -> bool {
         if member.is_empty() {
             continue;
         }
-        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+        let Some((key, value)) = split_once(member, b'=') else {
             return false;
         };
-        let (key, value) = (&member[..eq], &member[eq + 1..]);
         if !is_valid_key(key) || !is_valid_value(value) {
             return false;
         }
-        if members == MAX_TRACESTATE_MEMBERS || keys[..members].contains(&key) {
+        if keys.get(..members).is_some_and(|seen| seen.contains(&key)) {
             return false;
         }
-        keys[members] = key;
-        members += 1;
+        // No slot left: a 33rd member.
+        let Some(slot) = keys.get_mut(members) else {
+            return false;
+        };
+        *slot = key;
+        // Below MAX_TRACESTATE_MEMBERS, since its slot existed.
+        members = members.saturating_add(1);
     }
     true
 }

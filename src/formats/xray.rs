@@ -2,6 +2,7 @@
 //! plus fields X-Ray keeps but does not interpret (`Self`, `Lineage`, custom keys).
 
 use super::{Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
@@ -79,8 +80,7 @@ fn fields(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// A field's `(key, value)`; `None` without `=` (the header is then invalid).
 fn split_field(field: &[u8]) -> Option<(&[u8], &[u8])> {
-    let eq = field.iter().position(|&b| b == b'=')?;
-    Some((&field[..eq], &field[eq + 1..]))
+    split_once(field, b'=')
 }
 
 fn is_known_key(key: &[u8]) -> bool {
@@ -112,7 +112,9 @@ fn parse(value: &[u8]) -> Option<Parsed> {
     let root = root?;
     // Root = "1-" 8 hex "-" 24 hex; the first part is the epoch second, but X-Ray does not
     // validate it, so any W3C id maps 1:1.
-    if root.len() != 35 || &root[..2] != b"1-" || root[10] != b'-' {
+    // As a fixed-size array, its constant positions cannot be out of bounds.
+    let root: &[u8; 35] = root.try_into().ok()?;
+    if &root[..2] != b"1-" || root[10] != b'-' {
         return None;
     }
     let high = parse_hex_exact(&root[2..10], 8, HexCase::Any)?;
