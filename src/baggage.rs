@@ -17,20 +17,20 @@ pub const MAX_BYTES: usize = 8192;
 /// Incoming headers beyond twice the limit are hostile rather than just long.
 const MAX_INPUT_BYTES: usize = 2 * MAX_BYTES;
 
-/// A spelling baggage is written in.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Spelling {
-    /// `baggage: key=value;property,...`
-    W3c,
-    /// `uberctx-<key>: value`
-    Jaeger,
-    /// `ot-baggage-<key>: value`
-    OpenTracing,
+listed_enum! {
+    /// A spelling baggage is written in.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Spelling {
+        /// `baggage: key=value;property,...`
+        W3c,
+        /// `uberctx-<key>: value`
+        Jaeger,
+        /// `ot-baggage-<key>: value`
+        OpenTracing,
+    }
 }
 
 impl Spelling {
-    pub const ALL: [Spelling; 3] = [Spelling::W3c, Spelling::Jaeger, Spelling::OpenTracing];
-
     pub fn name(self) -> &'static str {
         match self {
             Spelling::W3c => "w3c",
