@@ -21,6 +21,16 @@
 //!
 //! `opentelemetry-zipkin` (the home of opentelemetry-rust's B3 propagator) is deprecated as an
 //! exporter crate; its propagator still works and is what OpenTelemetry Rust users run today.
+
+// Test code, where a failed expectation is a failed test: the lints that keep the filter from
+// panicking (Cargo.toml, [lints]) are for the library.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 #![allow(deprecated)]
 
 use divan::counter::ItemsCount;

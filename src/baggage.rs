@@ -3,10 +3,13 @@
 //! (W3C first, then Jaeger, then OpenTracing; the first spelling of a key wins) and written in
 //! each configured spelling. Baggage is opt-in, so this path may allocate.
 
+use crate::bytes::split_once;
+use crate::config::json::{check_keys, error, list, object, string, ConfigError};
 use crate::headers::{
     HeaderEdit, HeaderName, RequestHeaders, JAEGER_BAGGAGE_PREFIX, OPENTRACING_BAGGAGE_PREFIX,
 };
 use crate::ids::trim_ows;
+use serde_json::Value;
 
 /// W3C limits: "a maximum of 180 list-members" and "a maximum of 8192 bytes".
 pub const MAX_ENTRIES: usize = 180;
@@ -14,20 +17,20 @@ pub const MAX_BYTES: usize = 8192;
 /// Incoming headers beyond twice the limit are hostile rather than just long.
 const MAX_INPUT_BYTES: usize = 2 * MAX_BYTES;
 
-/// A spelling baggage is written in.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Spelling {
-    /// `baggage: key=value;property,...`
-    W3c,
-    /// `uberctx-<key>: value`
-    Jaeger,
-    /// `ot-baggage-<key>: value`
-    OpenTracing,
+listed_enum! {
+    /// A spelling baggage is written in.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Spelling {
+        /// `baggage: key=value;property,...`
+        W3c,
+        /// `uberctx-<key>: value`
+        Jaeger,
+        /// `ot-baggage-<key>: value`
+        OpenTracing,
+    }
 }
 
 impl Spelling {
-    pub const ALL: [Spelling; 3] = [Spelling::W3c, Spelling::Jaeger, Spelling::OpenTracing];
-
     pub fn name(self) -> &'static str {
         match self {
             Spelling::W3c => "w3c",
@@ -46,6 +49,58 @@ impl Spelling {
             Spelling::Jaeger => Some(JAEGER_BAGGAGE_PREFIX),
             Spelling::OpenTracing => Some(OPENTRACING_BAGGAGE_PREFIX),
         }
+    }
+}
+
+/// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it; the `baggage`
+/// section says how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaggageConfig {
+    pub extract: bool,
+    pub inject: bool,
+    /// `baggage.spellings`: the spellings written when injecting.
+    pub spellings: Vec<Spelling>,
+}
+
+impl Default for BaggageConfig {
+    fn default() -> Self {
+        BaggageConfig {
+            extract: false,
+            inject: false,
+            spellings: Spelling::ALL.to_vec(),
+        }
+    }
+}
+
+impl BaggageConfig {
+    /// Reads the `baggage` section (whether baggage is read and written comes from the format
+    /// lists).
+    pub fn parse_section(&mut self, value: &Value) -> Result<(), ConfigError> {
+        let object = object(value, "baggage")?;
+        check_keys(object, "baggage.", &["spellings"])?;
+        if let Some(value) = object.get("spellings") {
+            let mut spellings = Vec::new();
+            for (i, item) in list(value, "baggage.spellings")?.iter().enumerate() {
+                let path = format!("baggage.spellings[{i}]");
+                let name = string(item, &path)?;
+                let Some(spelling) = Spelling::from_name(name) else {
+                    let known: Vec<&str> = Spelling::ALL.iter().map(|s| s.name()).collect();
+                    return Err(error(
+                        path,
+                        format!(
+                            "unknown spelling \"{name}\"; expected one of: {}",
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if spellings.contains(&spelling) {
+                    return Err(error(path, format!("spelling \"{name}\" is listed twice")));
+                }
+                spellings.push(spelling);
+            }
+            self.spellings = spellings;
+        }
+        Ok(())
     }
 }
 
@@ -88,16 +143,14 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Percent-decodes; invalid UTF-8 becomes U+FFFD as W3C requires. `None` for a broken `%`.
 fn percent_decode(bytes: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
+    let mut bytes = bytes.iter();
+    while let Some(&b) = bytes.next() {
         if b == b'%' {
-            let high = hex_value(*bytes.get(i + 1)?)?;
-            let low = hex_value(*bytes.get(i + 2)?)?;
+            let high = hex_value(*bytes.next()?)?;
+            let low = hex_value(*bytes.next()?)?;
             out.push(high << 4 | low);
-            i += 3;
         } else {
             out.push(b);
-            i += 1;
         }
     }
     Some(String::from_utf8_lossy(&out).into_owned())
@@ -106,16 +159,22 @@ fn percent_decode(bytes: &[u8]) -> Option<String> {
 /// Percent-encodes everything but baggage octets; `+` too, since URL decoders (Jaeger's among
 /// them) read it as a space. Upper-case hex, as RFC 3986 recommends.
 fn percent_encode(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value.as_bytes() {
         if is_baggage_octet(b) && b != b'%' && b != b'+' {
             out.push(b as char);
         } else {
             out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
+            out.push(upper_hex_digit(b >> 4));
+            out.push(upper_hex_digit(b & 0xf));
         }
     }
+}
+
+/// The upper-case hex digit of `nibble` (0 to 15).
+fn upper_hex_digit(nibble: u8) -> char {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    HEX.get(usize::from(nibble))
+        .map_or('0', |&digit| char::from(digit))
 }
 
 /// Keys are compared without case: the header spellings carry them in header names, which are
@@ -141,13 +200,13 @@ pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
         if member.is_empty() {
             continue;
         }
+        // The properties keep their leading `;`.
         let (pair, properties) = match member.iter().position(|&b| b == b';') {
-            Some(semi) => (&member[..semi], &member[semi..]),
+            Some(semi) => member.split_at_checked(semi)?,
             None => (member, &b""[..]),
         };
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let key = trim_ows(&pair[..eq]);
-        let value = trim_ows(&pair[eq + 1..]);
+        let (key, value) = split_once(pair, b'=')?;
+        let (key, value) = (trim_ows(key), trim_ows(value));
         if !is_token(key) || !value.iter().all(|&b| is_baggage_octet(b)) {
             return None;
         }
@@ -435,5 +494,28 @@ mod tests {
                 HeaderEdit::SetCustom("ot-baggage-plan".into(), "gold".into()),
             ]
         );
+    }
+
+    /// Problems in the `baggage` section, named by their field path.
+    #[test]
+    fn configuration_errors_name_the_field() {
+        crate::config::tests::assert_errors(&[
+            (
+                r#"{"baggage": {"spellings": ["zipkin"]}}"#,
+                "baggage.spellings[0]",
+                "unknown spelling",
+            ),
+            (
+                r#"{"baggage": {"spellings": ["w3c", "w3c"]}}"#,
+                "baggage.spellings[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"baggage": {"limit": 3}}"#,
+                "baggage.limit",
+                "unknown key",
+            ),
+            (r#"{"baggage": []}"#, "baggage", "must be an object"),
+        ]);
     }
 }

@@ -126,7 +126,7 @@ impl BudgetState {
             };
             return;
         };
-        let ideal = if now == self.second + 1 && self.wanted > 0 {
+        let ideal = if self.second.checked_add(1) == Some(now) && self.wanted > 0 {
             // `wanted` sampled at the current cap; scale the cap so the next second hits target.
             self.cap_probability * target as f64 / self.wanted as f64
         } else {
@@ -155,13 +155,15 @@ impl BudgetState {
 
     pub fn admit_sampled_root(&mut self, now: u64, limits: &Limits) -> bool {
         self.roll(now, limits);
-        self.wanted += 1;
+        // The counts come from shared data, which any worker (or a corrupted value) may have
+        // set to anything: they saturate rather than overflow.
+        self.wanted = self.wanted.saturating_add(1);
         let admit = match limits.max_sampled_per_second {
             Some(target) => self.admitted < target.saturating_mul(HARD_LIMIT_FACTOR),
             None => true,
         };
         if admit {
-            self.admitted += 1;
+            self.admitted = self.admitted.saturating_add(1);
         }
         admit
     }
@@ -170,7 +172,7 @@ impl BudgetState {
         self.roll(now, limits);
         let admit = self.forced < limits.max_forced_per_second;
         if admit {
-            self.forced += 1;
+            self.forced = self.forced.saturating_add(1);
         }
         admit
     }
@@ -294,5 +296,49 @@ mod tests {
             Threshold::ALWAYS
         );
         assert_eq!(state.cap_threshold(&self::limits(None)), Threshold::ALWAYS);
+    }
+
+    /// Shared data is input: whatever state decodes (here every count at `u64::MAX`, which only
+    /// a corrupted value holds) gives a defined answer and never an overflow.
+    #[test]
+    fn extreme_decoded_state_saturates() {
+        let limits = limits(Some(10));
+        let decoded = |second: u64, count: u64| {
+            let state = BudgetState {
+                second,
+                wanted: count,
+                admitted: count,
+                forced: count,
+                cap_probability: 1.0,
+            };
+            BudgetState::decode(&state.encode()).unwrap()
+        };
+        const MAX: u64 = u64::MAX;
+        // (second, counts, now, want root admitted, want forced admitted, want wanted after)
+        let cases: &[(u64, u64, u64, bool, bool, u64)] = &[
+            // The same second, full counts: over both limits; `wanted` stays at its maximum.
+            (MAX, MAX, MAX, false, false, MAX),
+            // The clock is behind the shared second: the state is not rolled back.
+            (MAX, MAX, 5, false, false, MAX),
+            // The next second after MAX - 1: counts reset, one root and one force admitted.
+            (MAX - 1, MAX, MAX, true, true, 1),
+            (5, MAX, 6, true, true, 1),
+            (5, MAX - 1, 5, false, false, MAX),
+        ];
+        for &(second, count, now, root, forced, wanted) in cases {
+            let mut state = decoded(second, count);
+            assert_eq!(
+                state.admit_sampled_root(now, &limits),
+                root,
+                "{second} {count} {now}"
+            );
+            assert_eq!(
+                state.admit_forced(now, &limits),
+                forced,
+                "{second} {count} {now}"
+            );
+            assert_eq!(state.wanted, wanted, "{second} {count} {now}");
+            assert!(state.cap_probability <= 1.0 && state.cap_probability >= MIN_PROBABILITY);
+        }
     }
 }

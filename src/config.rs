@@ -1,22 +1,28 @@
 //! Plugin configuration: JSON (Istio's WasmPlugin sends `pluginConfig` as JSON in a
 //! StringValue), validated completely before the plugin starts. Every error names the field.
+//!
+//! This module parses the top level (`extract`, `inject`, `sampling`, `baggage`) and the
+//! `sampling` scalars; each feature parses its own section next to its code, with the helpers in
+//! [`json`]: rules in [`crate::rules`], `sampling.force` in [`crate::force`],
+//! `sampling.trusted_sources` in [`crate::trust`], `baggage` in [`crate::baggage`].
 
-use crate::baggage::Spelling;
+pub mod json;
+
+use crate::baggage::BaggageConfig;
 use crate::budget::Limits;
-use crate::force::ForceKey;
+use crate::force::ForceConfig;
 use crate::formats::Format;
-use crate::headers::{HeaderName, Scan, MAX_CUSTOM_HEADERS};
-use crate::sampling::{Threshold, MIN_PROBABILITY};
-use crate::trust::{Cidr, PrincipalPattern, TrustPolicy};
-use serde_json::{Map, Value};
-use std::fmt;
+use crate::headers::Scan;
+use crate::rules::{self, Rule};
+use crate::sampling::Threshold;
+use crate::trust::TrustPolicy;
+pub use json::ConfigError;
+use json::{boolean, check_keys, error, object, positive_integer, probability, type_name};
+use serde_json::Value;
 
 pub const DEFAULT_PROBABILITY: f64 = 0.01;
 /// The specification's recommended `th` precision.
 pub const DEFAULT_PRECISION: u32 = 4;
-pub const DEFAULT_FORCE_MAX_PER_SECOND: u64 = 10;
-/// Shorter secrets are guessable; HMAC keys should be at least as long as a block of entropy.
-const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -28,25 +34,8 @@ pub struct Config {
     pub baggage: BaggageConfig,
     /// Header names the rules and the force check read, beyond the trace headers.
     pub custom_headers: Vec<String>,
-}
-
-/// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BaggageConfig {
-    pub extract: bool,
-    pub inject: bool,
-    /// `baggage.spellings`: the spellings written when injecting.
-    pub spellings: Vec<Spelling>,
-}
-
-impl Default for BaggageConfig {
-    fn default() -> Self {
-        BaggageConfig {
-            extract: false,
-            inject: false,
-            spellings: Spelling::ALL.to_vec(),
-        }
-    }
+    /// `extract` then the formats only in `inject`: what a request reads, each format once.
+    formats_read: Vec<Format>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -89,92 +78,26 @@ impl SamplingConfig {
     }
 }
 
-/// `sampling.rules[]`: the first rule whose every condition matches sets the probability.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rule {
-    pub conditions: RuleMatch,
-    pub probability: f64,
-    pub threshold: Threshold,
-}
-
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct RuleMatch {
-    /// Lower-case host, optionally `*.` for any subdomain; compared without the port.
-    pub authority: Option<String>,
-    pub path_prefix: Option<String>,
-    pub method: Option<String>,
-    /// Index into [`Config::custom_headers`] and the exact value wanted (`None`: present).
-    pub header: Option<(usize, Option<String>)>,
-}
-
-/// `sampling.force`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ForceConfig {
-    /// Lower-case header name; its index in [`Config::custom_headers`] is `header_index`.
-    pub header: String,
-    pub header_index: usize,
-    pub keys: Vec<ForceKey>,
-    pub max_per_second: u64,
-}
-
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        let mut config = Config {
             extract: Format::DEFAULT_EXTRACT.to_vec(),
             inject: Format::DEFAULT_INJECT.to_vec(),
             sampling: SamplingConfig::default(),
             baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
-        }
+            formats_read: Vec::new(),
+        };
+        config.formats_read = formats_read(&config.extract, &config.inject);
+        config
     }
 }
 
-/// A configuration problem: which field, and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn error(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        problem: problem.into(),
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Rejects keys outside `allowed`, naming the first unknown one.
-fn check_keys(
-    object: &Map<String, Value>,
-    prefix: &str,
-    allowed: &[&str],
-) -> Result<(), ConfigError> {
-    match object.keys().find(|key| !allowed.contains(&key.as_str())) {
-        None => Ok(()),
-        Some(key) => Err(error(
-            format!("{prefix}{key}"),
-            format!("unknown key; expected one of: {}", allowed.join(", ")),
-        )),
-    }
+/// `extract`, then the formats of `inject` not in it.
+fn formats_read(extract: &[Format], inject: &[Format]) -> Vec<Format> {
+    let mut read = extract.to_vec();
+    read.extend(inject.iter().filter(|f| !extract.contains(f)));
+    read
 }
 
 /// The name that turns on baggage in `extract`/`inject` (it is not a trace-context format).
@@ -231,335 +154,6 @@ fn format_list(value: &Value, path: &str) -> Result<(Vec<Format>, bool), ConfigE
     Ok((formats, baggage))
 }
 
-fn baggage(value: &Value, config: &mut BaggageConfig) -> Result<(), ConfigError> {
-    let object = object(value, "baggage")?;
-    check_keys(object, "baggage.", &["spellings"])?;
-    if let Some(value) = object.get("spellings") {
-        let mut spellings = Vec::new();
-        for (i, item) in list(value, "baggage.spellings")?.iter().enumerate() {
-            let path = format!("baggage.spellings[{i}]");
-            let name = string(item, &path)?;
-            let Some(spelling) = Spelling::from_name(name) else {
-                let known: Vec<&str> = Spelling::ALL.iter().map(|s| s.name()).collect();
-                return Err(error(
-                    path,
-                    format!(
-                        "unknown spelling \"{name}\"; expected one of: {}",
-                        known.join(", ")
-                    ),
-                ));
-            };
-            if spellings.contains(&spelling) {
-                return Err(error(path, format!("spelling \"{name}\" is listed twice")));
-            }
-            spellings.push(spelling);
-        }
-        config.spellings = spellings;
-    }
-    Ok(())
-}
-
-fn probability(value: &Value, path: &str) -> Result<f64, ConfigError> {
-    let Some(p) = value.as_f64() else {
-        return Err(error(
-            path,
-            format!("must be a number between 0 and 1, got {}", type_name(value)),
-        ));
-    };
-    if !(0.0..=1.0).contains(&p) {
-        return Err(error(path, format!("must be between 0 and 1, got {p}")));
-    }
-    if p > 0.0 && p < MIN_PROBABILITY {
-        return Err(error(
-            path,
-            format!(
-                "{p} is below the smallest expressible probability 2^-56 (use 0 to never sample)"
-            ),
-        ));
-    }
-    Ok(p)
-}
-
-fn object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
-    match value {
-        Value::Object(object) => Ok(object),
-        _ => Err(error(
-            path,
-            format!("must be an object, got {}", type_name(value)),
-        )),
-    }
-}
-
-fn string<'v>(value: &'v Value, path: &str) -> Result<&'v str, ConfigError> {
-    match value {
-        Value::String(text) if !text.is_empty() => Ok(text),
-        Value::String(_) => Err(error(path, "must not be empty")),
-        _ => Err(error(
-            path,
-            format!("must be a string, got {}", type_name(value)),
-        )),
-    }
-}
-
-fn list<'v>(value: &'v Value, path: &str) -> Result<&'v Vec<Value>, ConfigError> {
-    match value {
-        Value::Array(items) => Ok(items),
-        _ => Err(error(
-            path,
-            format!("must be a list, got {}", type_name(value)),
-        )),
-    }
-}
-
-fn positive_integer(value: &Value, path: &str) -> Result<u64, ConfigError> {
-    match value.as_u64() {
-        Some(n) if n > 0 => Ok(n),
-        _ => Err(error(
-            path,
-            format!("must be a whole number of at least 1, got {value}"),
-        )),
-    }
-}
-
-/// A request header name a rule or the force check reads: an HTTP token, compared lower-case.
-fn header_name(value: &Value, path: &str) -> Result<String, ConfigError> {
-    let name = string(value, path)?.to_ascii_lowercase();
-    let token = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        return Err(error(
-            path,
-            format!("\"{name}\" is not a valid HTTP header name"),
-        ));
-    }
-    Ok(name)
-}
-
-/// Finds or adds `name` in the custom header list, returning its index.
-fn custom_header(custom: &mut Vec<String>, name: String, path: &str) -> Result<usize, ConfigError> {
-    if let Some(i) = custom.iter().position(|known| *known == name) {
-        return Ok(i);
-    }
-    if custom.len() == MAX_CUSTOM_HEADERS {
-        return Err(error(
-            path,
-            format!("at most {MAX_CUSTOM_HEADERS} distinct header names may be used"),
-        ));
-    }
-    custom.push(name);
-    Ok(custom.len() - 1)
-}
-
-fn rule_match(
-    value: &Value,
-    path: &str,
-    custom: &mut Vec<String>,
-) -> Result<RuleMatch, ConfigError> {
-    let object = object(value, path)?;
-    check_keys(
-        object,
-        &format!("{path}."),
-        &["authority", "path_prefix", "method", "header"],
-    )?;
-    let mut conditions = RuleMatch::default();
-    if let Some(value) = object.get("authority") {
-        conditions.authority =
-            Some(string(value, &format!("{path}.authority"))?.to_ascii_lowercase());
-    }
-    if let Some(value) = object.get("path_prefix") {
-        let path_prefix = string(value, &format!("{path}.path_prefix"))?;
-        if !path_prefix.starts_with('/') {
-            return Err(error(
-                format!("{path}.path_prefix"),
-                "must start with \"/\"",
-            ));
-        }
-        conditions.path_prefix = Some(path_prefix.to_string());
-    }
-    if let Some(value) = object.get("method") {
-        conditions.method = Some(string(value, &format!("{path}.method"))?.to_ascii_uppercase());
-    }
-    if let Some(value) = object.get("header") {
-        let header_path = format!("{path}.header");
-        let header = self::object(value, &header_path)?;
-        check_keys(header, &format!("{header_path}."), &["name", "value"])?;
-        let name_path = format!("{header_path}.name");
-        let Some(name) = header.get("name") else {
-            return Err(error(name_path, "is required"));
-        };
-        let name = header_name(name, &name_path)?;
-        let wanted = match header.get("value") {
-            None => None,
-            Some(Value::String(text)) => Some(text.clone()),
-            Some(other) => {
-                return Err(error(
-                    format!("{header_path}.value"),
-                    format!("must be a string, got {}", type_name(other)),
-                ))
-            }
-        };
-        conditions.header = Some((custom_header(custom, name, &name_path)?, wanted));
-    }
-    Ok(conditions)
-}
-
-fn rules(
-    value: &Value,
-    precision: u32,
-    custom: &mut Vec<String>,
-) -> Result<Vec<Rule>, ConfigError> {
-    let mut rules = Vec::new();
-    for (i, item) in list(value, "sampling.rules")?.iter().enumerate() {
-        let path = format!("sampling.rules[{i}]");
-        let object = object(item, &path)?;
-        check_keys(object, &format!("{path}."), &["match", "probability"])?;
-        let conditions = match object.get("match") {
-            None => {
-                return Err(error(
-                    format!("{path}.match"),
-                    "is required (use {} to match every request)",
-                ))
-            }
-            Some(value) => rule_match(value, &format!("{path}.match"), custom)?,
-        };
-        let Some(p) = object.get("probability") else {
-            return Err(error(format!("{path}.probability"), "is required"));
-        };
-        let p = probability(p, &format!("{path}.probability"))?;
-        rules.push(Rule {
-            conditions,
-            probability: p,
-            threshold: Threshold::from_probability_with_precision(p, precision),
-        });
-    }
-    Ok(rules)
-}
-
-fn trusted_sources(value: &Value, trust: &mut TrustPolicy) -> Result<(), ConfigError> {
-    let object = object(value, "sampling.trusted_sources")?;
-    check_keys(
-        object,
-        "sampling.trusted_sources.",
-        &["cidrs", "principals"],
-    )?;
-    if let Some(value) = object.get("cidrs") {
-        for (i, item) in list(value, "sampling.trusted_sources.cidrs")?
-            .iter()
-            .enumerate()
-        {
-            let path = format!("sampling.trusted_sources.cidrs[{i}]");
-            let cidr = Cidr::parse(string(item, &path)?).map_err(|problem| error(path, problem))?;
-            trust.cidrs.push(cidr);
-        }
-    }
-    if let Some(value) = object.get("principals") {
-        for (i, item) in list(value, "sampling.trusted_sources.principals")?
-            .iter()
-            .enumerate()
-        {
-            let path = format!("sampling.trusted_sources.principals[{i}]");
-            trust
-                .principals
-                .push(PrincipalPattern::new(string(item, &path)?));
-        }
-    }
-    Ok(())
-}
-
-/// A secret given inline, or `{"env": "NAME"}` read from the proxy's environment (Istio
-/// `WasmPlugin.vmConfig.env`) so that it stays out of configuration dumps.
-fn secret(value: &Value, path: &str) -> Result<Vec<u8>, ConfigError> {
-    let secret = match value {
-        Value::String(text) => text.clone(),
-        Value::Object(object) => {
-            check_keys(object, &format!("{path}."), &["env"])?;
-            let env_path = format!("{path}.env");
-            let Some(name) = object.get("env") else {
-                return Err(error(env_path, "is required"));
-            };
-            let name = string(name, &env_path)?;
-            std::env::var(name).map_err(|_| {
-                error(
-                    &env_path,
-                    format!("environment variable \"{name}\" is not set (or not UTF-8)"),
-                )
-            })?
-        }
-        _ => {
-            return Err(error(
-                path,
-                format!(
-                    "must be a secret string or {{\"env\": \"VARIABLE\"}}, got {}",
-                    type_name(value)
-                ),
-            ))
-        }
-    };
-    if secret.len() < MIN_SECRET_LEN {
-        return Err(error(
-            path,
-            format!("the secret must be at least {MIN_SECRET_LEN} bytes long"),
-        ));
-    }
-    Ok(secret.into_bytes())
-}
-
-fn force(value: &Value, custom: &mut Vec<String>) -> Result<ForceConfig, ConfigError> {
-    let object = object(value, "sampling.force")?;
-    check_keys(
-        object,
-        "sampling.force.",
-        &["header", "keys", "max_per_second"],
-    )?;
-    let Some(header) = object.get("header") else {
-        return Err(error("sampling.force.header", "is required"));
-    };
-    let header = header_name(header, "sampling.force.header")?;
-    if HeaderName::from_lowercase(&header).is_some() {
-        return Err(error(
-            "sampling.force.header",
-            format!("\"{header}\" is a header tracebridge already reads"),
-        ));
-    }
-    let header_index = custom_header(custom, header.clone(), "sampling.force.header")?;
-    let Some(keys_value) = object.get("keys") else {
-        return Err(error("sampling.force.keys", "is required"));
-    };
-    let keys_object = self::object(keys_value, "sampling.force.keys")?;
-    if keys_object.is_empty() {
-        return Err(error("sampling.force.keys", "must hold at least one key"));
-    }
-    let mut keys = Vec::new();
-    for (id, value) in keys_object {
-        let path = format!("sampling.force.keys.{id}");
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(error(
-                path,
-                "key ids may use only letters, digits, \"_\" and \"-\"",
-            ));
-        }
-        keys.push(ForceKey {
-            id: id.clone(),
-            secret: secret(value, &path)?,
-        });
-    }
-    let max_per_second = match object.get("max_per_second") {
-        None => DEFAULT_FORCE_MAX_PER_SECOND,
-        Some(value) => positive_integer(value, "sampling.force.max_per_second")?,
-    };
-    Ok(ForceConfig {
-        header,
-        header_index,
-        keys,
-        max_per_second,
-    })
-}
-
 const SAMPLING_KEYS: &[&str] = &[
     "probability",
     "precision",
@@ -575,8 +169,8 @@ fn sampling(value: &Value, custom: &mut Vec<String>) -> Result<SamplingConfig, C
     check_keys(object, "sampling.", SAMPLING_KEYS)?;
     let mut sampling = SamplingConfig::default();
     if let Some(value) = object.get("precision") {
-        sampling.precision = match value.as_u64() {
-            Some(n @ 1..=14) => n as u32,
+        sampling.precision = match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n @ 1..=14) => n,
             _ => {
                 return Err(error(
                     "sampling.precision",
@@ -591,22 +185,16 @@ fn sampling(value: &Value, custom: &mut Vec<String>) -> Result<SamplingConfig, C
     sampling.threshold =
         Threshold::from_probability_with_precision(sampling.probability, sampling.precision);
     if let Some(value) = object.get("rules") {
-        sampling.rules = rules(value, sampling.precision, custom)?;
+        sampling.rules = rules::parse(value, sampling.precision, custom)?;
     }
     if let Some(value) = object.get("trust_incoming") {
-        let Value::Bool(trust) = value else {
-            return Err(error(
-                "sampling.trust_incoming",
-                format!("must be true or false, got {}", type_name(value)),
-            ));
-        };
-        sampling.trust.trust_incoming = *trust;
+        sampling.trust.trust_incoming = boolean(value, "sampling.trust_incoming")?;
     }
     if let Some(value) = object.get("trusted_sources") {
-        trusted_sources(value, &mut sampling.trust)?;
+        sampling.trust.parse_trusted_sources(value)?;
     }
     if let Some(value) = object.get("force") {
-        sampling.force = Some(force(value, custom)?);
+        sampling.force = Some(ForceConfig::parse(value, custom)?);
     }
     if let Some(value) = object.get("max_sampled_per_second") {
         sampling.max_sampled_per_second =
@@ -638,12 +226,19 @@ impl Config {
             (config.inject, config.baggage.inject) = format_list(value, "inject")?;
         }
         if let Some(value) = object.get("baggage") {
-            baggage(value, &mut config.baggage)?;
+            config.baggage.parse_section(value)?;
         }
         if let Some(value) = object.get("sampling") {
             config.sampling = sampling(value, &mut config.custom_headers)?;
         }
+        config.formats_read = formats_read(&config.extract, &config.inject);
         Ok(config)
+    }
+
+    /// The formats a request reads: `extract`, then those only in `inject` (whose headers must
+    /// be known to be rewritten), each once.
+    pub fn formats_read(&self) -> &[Format] {
+        &self.formats_read
     }
 
     /// What a request view must record for this configuration.
@@ -683,8 +278,9 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::baggage::Spelling;
 
     #[test]
     fn empty_means_defaults() {
@@ -736,7 +332,7 @@ mod tests {
     }
 
     /// Each input is rejected with an error naming `path` and mentioning `problem`.
-    fn assert_errors(cases: &[(&str, &str, &str)]) {
+    pub(crate) fn assert_errors(cases: &[(&str, &str, &str)]) {
         for &(input, path, problem) in cases {
             let err = Config::from_json(input.as_bytes()).unwrap_err();
             assert_eq!(err.path, path, "{input}");
@@ -799,99 +395,9 @@ mod tests {
                 "from 1 to 14",
             ),
             (
-                r#"{"sampling": {"rules": {}}}"#,
-                "sampling.rules",
-                "must be a list",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"probability": 1}]}}"#,
-                "sampling.rules[0].match",
-                "is required",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {}}]}}"#,
-                "sampling.rules[0].probability",
-                "is required",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {}, "probability": 2}]}}"#,
-                "sampling.rules[0].probability",
-                "between 0 and 1",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {"host": "a"}, "probability": 1}]}}"#,
-                "sampling.rules[0].match.host",
-                "unknown key",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {"path_prefix": "api"}, "probability": 1}]}}"#,
-                "sampling.rules[0].match.path_prefix",
-                "must start with",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {"header": {"value": "x"}}, "probability": 1}]}}"#,
-                "sampling.rules[0].match.header.name",
-                "is required",
-            ),
-            (
-                r#"{"sampling": {"rules": [{"match": {"header": {"name": "a b"}}, "probability": 1}]}}"#,
-                "sampling.rules[0].match.header.name",
-                "not a valid HTTP header name",
-            ),
-            (
                 r#"{"sampling": {"trust_incoming": "no"}}"#,
                 "sampling.trust_incoming",
                 "true or false",
-            ),
-            (
-                r#"{"sampling": {"trusted_sources": {"cidrs": ["10.0.0.1/8"]}}}"#,
-                "sampling.trusted_sources.cidrs[0]",
-                "did you mean 10.0.0.0/8",
-            ),
-            (
-                r#"{"sampling": {"trusted_sources": {"ips": []}}}"#,
-                "sampling.trusted_sources.ips",
-                "unknown key",
-            ),
-            (
-                r#"{"sampling": {"force": {"keys": {"a": "0123456789abcdef"}}}}"#,
-                "sampling.force.header",
-                "is required",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "traceparent", "keys": {"a": "0123456789abcdef"}}}}"#,
-                "sampling.force.header",
-                "already reads",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {}}}}"#,
-                "sampling.force.keys",
-                "at least one key",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a.b": "0123456789abcdef"}}}}"#,
-                "sampling.force.keys.a.b",
-                "key ids may use only",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "short"}}}}"#,
-                "sampling.force.keys.a",
-                "at least 16 bytes",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": {"env": "TRACEBRIDGE_UNSET_VARIABLE"}}}}}"#,
-                "sampling.force.keys.a.env",
-                "is not set",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": 5}}}}"#,
-                "sampling.force.keys.a",
-                "must be a secret string",
-            ),
-            (
-                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "0123456789abcdef"}, "max_per_second": 0}}}"#,
-                "sampling.force.max_per_second",
-                "at least 1",
             ),
             (
                 r#"{"sampling": {"max_sampled_per_second": -1}}"#,
@@ -925,29 +431,11 @@ mod tests {
             config.baggage.spellings,
             vec![Spelling::W3c, Spelling::OpenTracing]
         );
-        assert_errors(&[
-            (
-                r#"{"extract": ["baggage", "baggage"]}"#,
-                "extract[1]",
-                "listed twice",
-            ),
-            (
-                r#"{"baggage": {"spellings": ["zipkin"]}}"#,
-                "baggage.spellings[0]",
-                "unknown spelling",
-            ),
-            (
-                r#"{"baggage": {"spellings": ["w3c", "w3c"]}}"#,
-                "baggage.spellings[1]",
-                "listed twice",
-            ),
-            (
-                r#"{"baggage": {"limit": 3}}"#,
-                "baggage.limit",
-                "unknown key",
-            ),
-            (r#"{"baggage": []}"#, "baggage", "must be an object"),
-        ]);
+        assert_errors(&[(
+            r#"{"extract": ["baggage", "baggage"]}"#,
+            "extract[1]",
+            "listed twice",
+        )]);
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub struct IncomingContext {
 }
 
 /// The outcome of reading one format's headers.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Extraction {
     /// No header of this format on the request.
+    #[default]
     Absent,
     /// A header is present but does not follow the format's grammar.
     Invalid,
@@ -81,4 +82,15 @@ impl TraceContext {
             && incoming.span_id == Some(self.span_id)
             && same_decision
     }
+}
+
+/// What to do with `tracestate`: the translator decides (sampling may rewrite its `ot` entry),
+/// W3C Trace Context's inject carries it out.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TracestateOut {
+    /// Forward the incoming lines unchanged.
+    Keep,
+    /// Remove any incoming lines.
+    Remove,
+    Set(String),
 }

@@ -5,7 +5,7 @@ use crate::budget::{Budget, BudgetState, Limits};
 use crate::config::Config;
 use crate::header_map::SerializedPairs;
 use crate::headers::{HeaderEdit, RequestHeaders};
-use crate::metrics::{counters, Counter};
+use crate::metrics::{counters, Counter, Event};
 use crate::sampling::Threshold;
 use crate::translate::{translate, Host, RandomSource, Translation};
 use crate::trust::{parse_peer_address, Peer};
@@ -163,7 +163,11 @@ impl Metrics {
         let mut ids = [None; Counter::COUNT];
         for counter in Counter::all() {
             match proxy_wasm::hostcalls::define_metric(MetricType::Counter, &counter.name()) {
-                Ok(id) => ids[counter.index()] = Some(id),
+                Ok(id) => {
+                    if let Some(slot) = ids.get_mut(counter.index()) {
+                        *slot = Some(id);
+                    }
+                }
                 Err(status) => log::warn!(
                     "tracebridge: cannot define metric {}: {status:?}",
                     counter.name()
@@ -174,7 +178,7 @@ impl Metrics {
     }
 
     fn increment(&self, counter: Counter) {
-        if let Some(id) = self.ids[counter.index()] {
+        if let Some(&Some(id)) = self.ids.get(counter.index()) {
             // A failed increment loses one count; it must not fail the request.
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
         }
@@ -296,7 +300,9 @@ impl RequestFilter {
                 log_translation(&translation);
             }
             Err(_) => {
-                plugin.metrics.increment(Counter::RandomUnavailable);
+                plugin
+                    .metrics
+                    .increment(Counter::Event(Event::RandomUnavailable));
                 log::warn!("tracebridge: no random bytes from the host; request passed unchanged");
             }
         }

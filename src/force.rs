@@ -1,7 +1,19 @@
 //! Authenticated forced sampling: `<key id>.<unix expiry>.<hex HMAC-SHA256(secret, "<key id>.<unix expiry>")>`.
+//! The `sampling.force` configuration is parsed here too.
 
+use crate::bytes::rsplit_once;
+use crate::config::json::{
+    check_keys, custom_header, error, header_name, object, positive_integer, string, type_name,
+    ConfigError,
+};
+use crate::headers::HeaderName;
 use hmac::{Hmac, Mac};
+use serde_json::Value;
 use sha2::Sha256;
+
+pub const DEFAULT_MAX_PER_SECOND: u64 = 10;
+/// Shorter secrets are guessable; HMAC keys should be at least as long as a block of entropy.
+const MIN_SECRET_LEN: usize = 16;
 
 /// Longer values are not tokens (key ids are short; the MAC is 64 hex digits).
 const MAX_TOKEN_LEN: usize = 256;
@@ -34,10 +46,8 @@ fn check(token: &[u8], keys: &[ForceKey], now: u64) -> Option<()> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let mac_start = token.iter().rposition(|&b| b == b'.')?;
-    let (signed, mac_hex) = (&token[..mac_start], &token[mac_start + 1..]);
-    let expiry_start = signed.iter().rposition(|&b| b == b'.')?;
-    let (key_id, expiry) = (&signed[..expiry_start], &signed[expiry_start + 1..]);
+    let (signed, mac_hex) = rsplit_once(token, b'.')?;
+    let (key_id, expiry) = rsplit_once(signed, b'.')?;
     let expiry = crate::ids::parse_decimal_u64(expiry, 20)?;
     if expiry <= now {
         return None;
@@ -58,6 +68,113 @@ fn decode_mac(hex: &[u8]) -> Option<[u8; 32]> {
         *byte = crate::ids::parse_hex(pair, crate::ids::HexCase::Any)? as u8;
     }
     Some(mac)
+}
+
+/// `sampling.force`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForceConfig {
+    /// Lower-case header name; its index in [`crate::config::Config::custom_headers`] is
+    /// `header_index`.
+    pub header: String,
+    pub header_index: usize,
+    pub keys: Vec<ForceKey>,
+    pub max_per_second: u64,
+}
+
+impl ForceConfig {
+    /// Parses `sampling.force`; the force header is added to `custom`.
+    pub fn parse(value: &Value, custom: &mut Vec<String>) -> Result<ForceConfig, ConfigError> {
+        let object = object(value, "sampling.force")?;
+        check_keys(
+            object,
+            "sampling.force.",
+            &["header", "keys", "max_per_second"],
+        )?;
+        let Some(header) = object.get("header") else {
+            return Err(error("sampling.force.header", "is required"));
+        };
+        let header = header_name(header, "sampling.force.header")?;
+        if HeaderName::from_lowercase(&header).is_some() {
+            return Err(error(
+                "sampling.force.header",
+                format!("\"{header}\" is a header tracebridge already reads"),
+            ));
+        }
+        let header_index = custom_header(custom, header.clone(), "sampling.force.header")?;
+        let Some(keys_value) = object.get("keys") else {
+            return Err(error("sampling.force.keys", "is required"));
+        };
+        let keys_object = self::object(keys_value, "sampling.force.keys")?;
+        if keys_object.is_empty() {
+            return Err(error("sampling.force.keys", "must hold at least one key"));
+        }
+        let mut keys = Vec::new();
+        for (id, value) in keys_object {
+            let path = format!("sampling.force.keys.{id}");
+            if id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(error(
+                    path,
+                    "key ids may use only letters, digits, \"_\" and \"-\"",
+                ));
+            }
+            keys.push(ForceKey {
+                id: id.clone(),
+                secret: secret(value, &path)?,
+            });
+        }
+        let max_per_second = match object.get("max_per_second") {
+            None => DEFAULT_MAX_PER_SECOND,
+            Some(value) => positive_integer(value, "sampling.force.max_per_second")?,
+        };
+        Ok(ForceConfig {
+            header,
+            header_index,
+            keys,
+            max_per_second,
+        })
+    }
+}
+
+/// A secret given inline, or `{"env": "NAME"}` read from the proxy's environment (Istio
+/// `WasmPlugin.vmConfig.env`) so that it stays out of configuration dumps.
+fn secret(value: &Value, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let secret = match value {
+        Value::String(text) => text.clone(),
+        Value::Object(object) => {
+            check_keys(object, &format!("{path}."), &["env"])?;
+            let env_path = format!("{path}.env");
+            let Some(name) = object.get("env") else {
+                return Err(error(env_path, "is required"));
+            };
+            let name = string(name, &env_path)?;
+            std::env::var(name).map_err(|_| {
+                error(
+                    &env_path,
+                    format!("environment variable \"{name}\" is not set (or not UTF-8)"),
+                )
+            })?
+        }
+        _ => {
+            return Err(error(
+                path,
+                format!(
+                    "must be a secret string or {{\"env\": \"VARIABLE\"}}, got {}",
+                    type_name(value)
+                ),
+            ))
+        }
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(error(
+            path,
+            format!("the secret must be at least {MIN_SECRET_LEN} bytes long"),
+        ));
+    }
+    Ok(secret.into_bytes())
 }
 
 /// Makes a token (for tests and the README's recipe).
@@ -142,5 +259,52 @@ mod tests {
                 String::from_utf8_lossy(&token)
             );
         }
+    }
+
+    /// Problems in `sampling.force`, named by their field path.
+    #[test]
+    fn configuration_errors_name_the_field() {
+        crate::config::tests::assert_errors(&[
+            (
+                r#"{"sampling": {"force": {"keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "is required",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "traceparent", "keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "already reads",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {}}}}"#,
+                "sampling.force.keys",
+                "at least one key",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a.b": "0123456789abcdef"}}}}"#,
+                "sampling.force.keys.a.b",
+                "key ids may use only",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "short"}}}}"#,
+                "sampling.force.keys.a",
+                "at least 16 bytes",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": {"env": "TRACEBRIDGE_UNSET_VARIABLE"}}}}}"#,
+                "sampling.force.keys.a.env",
+                "is not set",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": 5}}}}"#,
+                "sampling.force.keys.a",
+                "must be a secret string",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "0123456789abcdef"}, "max_per_second": 0}}}"#,
+                "sampling.force.max_per_second",
+                "at least 1",
+            ),
+        ]);
     }
 }

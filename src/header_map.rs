@@ -15,7 +15,8 @@ pub struct SerializedPairs<'a> {
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     let word = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize)
+    let word: [u8; 4] = word.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(word)).ok()
 }
 
 impl<'a> SerializedPairs<'a> {
@@ -55,7 +56,8 @@ impl<'a> Iterator for SerializedPairs<'a> {
                 self.next_line = self.count;
                 return None;
             };
-            self.next_line += 1;
+            // Below `count`, so it cannot overflow.
+            self.next_line = self.next_line.saturating_add(1);
             if let Ok(name) = std::str::from_utf8(name) {
                 return Some((name, value));
             }

@@ -69,10 +69,11 @@ pub enum HexCase {
 }
 
 fn hex_digit(byte: u8, case: HexCase) -> Option<u8> {
+    // `a`..`f` are 10..15: subtracting `b'a' - 10` maps them there (never below zero).
     match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' if case == HexCase::Any => Some(byte - b'A' + 10),
+        b'0'..=b'9' => byte.checked_sub(b'0'),
+        b'a'..=b'f' => byte.checked_sub(b'a' - 10),
+        b'A'..=b'F' if case == HexCase::Any => byte.checked_sub(b'A' - 10),
         _ => None,
     }
 }
@@ -114,9 +115,12 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `width` lower-case hex digits of `value` (zero-padded on the left).
 pub fn write_hex(out: &mut String, value: u128, width: usize) {
-    for i in (0..width).rev() {
-        let nibble = ((value >> (i * 4)) & 0xf) as usize;
-        out.push(HEX_DIGITS[nibble] as char);
+    for digit in (0..width).rev() {
+        // Digits beyond the 32 of a u128 are zeros.
+        let shift = u32::try_from(digit.saturating_mul(4)).unwrap_or(u32::MAX);
+        let nibble = value.checked_shr(shift).unwrap_or(0) & 0xf;
+        let hex = HEX_DIGITS.get(nibble as usize).copied().unwrap_or(b'0');
+        out.push(char::from(hex));
     }
 }
 
@@ -127,10 +131,8 @@ pub fn parse_decimal_u64(digits: &[u8], max_digits: usize) -> Option<u64> {
     }
     let mut value: u64 = 0;
     for &byte in digits {
-        if !byte.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+        let digit = char::from(byte).to_digit(10)?;
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
     }
     Some(value)
 }

@@ -4,8 +4,30 @@
 //!
 //! Everything but [`filter`] is free of proxy-wasm types and tested natively.
 
+/// Declares a field-less enum with `ALL`, its variants in declaration order, so that a table
+/// sized by `ALL.len()` and indexed by `variant as usize` cannot miss one.
+macro_rules! listed_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$variant_meta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order (`ALL[v as usize] == v`).
+            pub const ALL: [$name; [$( stringify!($variant) ),+].len()] = [$( $name::$variant ),+];
+        }
+    };
+}
+
 pub mod baggage;
 pub mod budget;
+pub mod bytes;
 pub mod config;
 pub mod context;
 pub mod force;
@@ -15,6 +37,7 @@ pub mod headers;
 pub mod ids;
 pub mod metrics;
 pub mod otel_tracestate;
+pub mod rules;
 pub mod sampling;
 pub mod translate;
 pub mod trust;

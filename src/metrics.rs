@@ -6,11 +6,51 @@
 use crate::formats::Format;
 use crate::translate::{ForceOutcome, Reason, Report};
 
-const FORCE_OUTCOMES: [ForceOutcome; 3] = [
-    ForceOutcome::Accepted,
-    ForceOutcome::Rejected,
-    ForceOutcome::OverLimit,
-];
+listed_enum! {
+    /// Things that happen to a request, counted once each.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Event {
+        /// A `tracestate` that broke the grammar.
+        InvalidTracestate,
+        /// No valid context: the filter started a new trace.
+        TraceStarted,
+        /// The context had a trace id but no span id; the filter generated one.
+        SpanGenerated,
+        /// Decisions the filter made itself.
+        DecisionSampled,
+        DecisionNotSampled,
+        /// The host had no random bytes; the request passed unchanged.
+        RandomUnavailable,
+        /// An incoming `th` contradicted the sampled flag and was erased.
+        ThresholdErased,
+        /// Requests from callers whose context is not trusted.
+        Untrusted,
+        /// Requests whose baggage had at least one entry.
+        BaggageExtracted,
+        /// A W3C `baggage` header that broke the grammar.
+        InvalidBaggage,
+        /// Baggage entries dropped to stay within the W3C limits.
+        BaggageTruncated,
+    }
+}
+
+impl Event {
+    fn name(self) -> &'static str {
+        match self {
+            Event::InvalidTracestate => "tracebridge.invalid.tracestate",
+            Event::TraceStarted => "tracebridge.trace_started",
+            Event::SpanGenerated => "tracebridge.span_generated",
+            Event::DecisionSampled => "tracebridge.decision.sampled",
+            Event::DecisionNotSampled => "tracebridge.decision.not_sampled",
+            Event::RandomUnavailable => "tracebridge.random_unavailable",
+            Event::ThresholdErased => "tracebridge.threshold_erased",
+            Event::Untrusted => "tracebridge.untrusted",
+            Event::BaggageExtracted => "tracebridge.extracted.baggage",
+            Event::InvalidBaggage => "tracebridge.invalid.baggage",
+            Event::BaggageTruncated => "tracebridge.baggage_truncated",
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Counter {
@@ -18,78 +58,42 @@ pub enum Counter {
     Extracted(Format),
     /// A present but invalid header of the format (non-UTF-8, oversized or malformed).
     Invalid(Format),
-    InvalidTracestate,
-    /// No valid context: the filter started a new trace.
-    TraceStarted,
-    /// The context had a trace id but no span id; the filter generated one.
-    SpanGenerated,
-    /// Decisions the filter made itself.
-    DecisionSampled,
-    DecisionNotSampled,
-    /// The host had no random bytes; the request passed unchanged.
-    RandomUnavailable,
+    Event(Event),
     /// Why each request got its decision.
     Reason(Reason),
-    /// An incoming `th` contradicted the sampled flag and was erased.
-    ThresholdErased,
     Force(ForceOutcome),
-    /// Requests from callers whose context is not trusted.
-    Untrusted,
-    /// Requests whose baggage had at least one entry.
-    BaggageExtracted,
-    /// A W3C `baggage` header that broke the grammar.
-    InvalidBaggage,
-    /// Baggage entries dropped to stay within the W3C limits.
-    BaggageTruncated,
 }
 
 impl Counter {
-    pub const COUNT: usize =
-        2 * Format::COUNT + 6 + Reason::ALL.len() + 1 + FORCE_OUTCOMES.len() + 4;
+    // Where each group starts in the dense index: after the groups before it.
+    const EXTRACTED: usize = 0;
+    const INVALID: usize = Counter::EXTRACTED + Format::COUNT;
+    const EVENTS: usize = Counter::INVALID + Format::COUNT;
+    const REASONS: usize = Counter::EVENTS + Event::ALL.len();
+    const FORCE: usize = Counter::REASONS + Reason::ALL.len();
+    /// How many counters there are.
+    pub const COUNT: usize = Counter::FORCE + ForceOutcome::ALL.len();
 
     pub fn all() -> impl Iterator<Item = Counter> {
         let per_format = Format::ALL
             .into_iter()
-            .flat_map(|f| [Counter::Extracted(f), Counter::Invalid(f)]);
+            .map(Counter::Extracted)
+            .chain(Format::ALL.into_iter().map(Counter::Invalid));
         per_format
-            .chain([
-                Counter::InvalidTracestate,
-                Counter::TraceStarted,
-                Counter::SpanGenerated,
-                Counter::DecisionSampled,
-                Counter::DecisionNotSampled,
-                Counter::RandomUnavailable,
-            ])
+            .chain(Event::ALL.into_iter().map(Counter::Event))
             .chain(Reason::ALL.into_iter().map(Counter::Reason))
-            .chain([Counter::ThresholdErased])
-            .chain(FORCE_OUTCOMES.into_iter().map(Counter::Force))
-            .chain([
-                Counter::Untrusted,
-                Counter::BaggageExtracted,
-                Counter::InvalidBaggage,
-                Counter::BaggageTruncated,
-            ])
+            .chain(ForceOutcome::ALL.into_iter().map(Counter::Force))
     }
 
-    /// A dense index in `0..COUNT`, for a table of metric ids.
+    /// A dense index in `0..COUNT`, for a table of metric ids. Each position is below its
+    /// group's size, so no sum reaches `COUNT`.
     pub fn index(self) -> usize {
-        let n = Format::COUNT;
         match self {
-            Counter::Extracted(f) => f.index(),
-            Counter::Invalid(f) => n + f.index(),
-            Counter::InvalidTracestate => 2 * n,
-            Counter::TraceStarted => 2 * n + 1,
-            Counter::SpanGenerated => 2 * n + 2,
-            Counter::DecisionSampled => 2 * n + 3,
-            Counter::DecisionNotSampled => 2 * n + 4,
-            Counter::RandomUnavailable => 2 * n + 5,
-            Counter::Reason(reason) => 2 * n + 6 + reason as usize,
-            Counter::ThresholdErased => 2 * n + 6 + Reason::ALL.len(),
-            Counter::Force(outcome) => 2 * n + 7 + Reason::ALL.len() + outcome as usize,
-            Counter::Untrusted => 2 * n + 7 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
-            Counter::BaggageExtracted => 2 * n + 8 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
-            Counter::InvalidBaggage => 2 * n + 9 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
-            Counter::BaggageTruncated => 2 * n + 10 + Reason::ALL.len() + FORCE_OUTCOMES.len(),
+            Counter::Extracted(f) => Counter::EXTRACTED.saturating_add(f.index()),
+            Counter::Invalid(f) => Counter::INVALID.saturating_add(f.index()),
+            Counter::Event(event) => Counter::EVENTS.saturating_add(event as usize),
+            Counter::Reason(reason) => Counter::REASONS.saturating_add(reason as usize),
+            Counter::Force(outcome) => Counter::FORCE.saturating_add(outcome as usize),
         }
     }
 
@@ -97,21 +101,11 @@ impl Counter {
         match self {
             Counter::Extracted(f) => format!("tracebridge.extracted.{}", f.name()),
             Counter::Invalid(f) => format!("tracebridge.invalid.{}", f.name()),
-            Counter::InvalidTracestate => "tracebridge.invalid.tracestate".into(),
-            Counter::TraceStarted => "tracebridge.trace_started".into(),
-            Counter::SpanGenerated => "tracebridge.span_generated".into(),
-            Counter::DecisionSampled => "tracebridge.decision.sampled".into(),
-            Counter::DecisionNotSampled => "tracebridge.decision.not_sampled".into(),
-            Counter::RandomUnavailable => "tracebridge.random_unavailable".into(),
+            Counter::Event(event) => event.name().into(),
             Counter::Reason(reason) => format!("tracebridge.reason.{}", reason.name()),
-            Counter::ThresholdErased => "tracebridge.threshold_erased".into(),
             Counter::Force(ForceOutcome::Accepted) => "tracebridge.force.accepted".into(),
             Counter::Force(ForceOutcome::Rejected) => "tracebridge.force.rejected".into(),
             Counter::Force(ForceOutcome::OverLimit) => "tracebridge.force.over_limit".into(),
-            Counter::Untrusted => "tracebridge.untrusted".into(),
-            Counter::BaggageExtracted => "tracebridge.extracted.baggage".into(),
-            Counter::InvalidBaggage => "tracebridge.invalid.baggage".into(),
-            Counter::BaggageTruncated => "tracebridge.baggage_truncated".into(),
         }
     }
 }
@@ -120,32 +114,42 @@ impl Counter {
 pub fn counters(report: &Report) -> impl Iterator<Item = Counter> + '_ {
     let invalid = Format::ALL
         .into_iter()
-        .filter(|f| report.invalid[f.index()])
-        .map(Counter::Invalid);
+        .zip(report.invalid)
+        .filter(|&(_, invalid)| invalid)
+        .map(|(format, _)| Counter::Invalid(format));
     let flags = [
         report.source.map(Counter::Extracted),
         report
             .invalid_tracestate
-            .then_some(Counter::InvalidTracestate),
-        report.trace_started.then_some(Counter::TraceStarted),
-        report.span_generated.then_some(Counter::SpanGenerated),
+            .then_some(Counter::Event(Event::InvalidTracestate)),
+        report
+            .trace_started
+            .then_some(Counter::Event(Event::TraceStarted)),
+        report
+            .span_generated
+            .then_some(Counter::Event(Event::SpanGenerated)),
         report.decided.map(|sampled| {
             if sampled {
-                Counter::DecisionSampled
+                Counter::Event(Event::DecisionSampled)
             } else {
-                Counter::DecisionNotSampled
+                Counter::Event(Event::DecisionNotSampled)
             }
         }),
         Some(Counter::Reason(report.reason)),
-        report.threshold_erased.then_some(Counter::ThresholdErased),
+        report
+            .threshold_erased
+            .then_some(Counter::Event(Event::ThresholdErased)),
         report.force.map(Counter::Force),
-        report.untrusted.then_some(Counter::Untrusted),
-        (report.baggage.entries > 0).then_some(Counter::BaggageExtracted),
-        report.baggage.invalid.then_some(Counter::InvalidBaggage),
+        report.untrusted.then_some(Counter::Event(Event::Untrusted)),
+        (report.baggage.entries > 0).then_some(Counter::Event(Event::BaggageExtracted)),
+        report
+            .baggage
+            .invalid
+            .then_some(Counter::Event(Event::InvalidBaggage)),
         report
             .baggage
             .truncated
-            .then_some(Counter::BaggageTruncated),
+            .then_some(Counter::Event(Event::BaggageTruncated)),
     ];
     invalid.chain(flags.into_iter().flatten())
 }
@@ -183,8 +187,8 @@ mod tests {
             vec![
                 Counter::Invalid(Format::TraceContext),
                 Counter::Extracted(Format::XRay),
-                Counter::SpanGenerated,
-                Counter::DecisionNotSampled,
+                Counter::Event(Event::SpanGenerated),
+                Counter::Event(Event::DecisionNotSampled),
                 Counter::Reason(Reason::Probability),
             ]
         );

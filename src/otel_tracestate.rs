@@ -1,6 +1,7 @@
 //! The OpenTelemetry `ot` entry of W3C `tracestate`: `ot=th:<threshold>;rv:<randomness>;...`
 //! (OpenTelemetry specification, "TraceState Handling" and "Probability Sampling").
 
+use crate::bytes::split_once;
 use crate::ids::{parse_hex_exact, trim_ows, HexCase};
 use crate::sampling::Threshold;
 
@@ -27,10 +28,7 @@ fn members<'l, 'a>(lines: &'l [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'l
 }
 
 fn split_member(member: &[u8]) -> (&[u8], &[u8]) {
-    match member.iter().position(|&b| b == b'=') {
-        Some(eq) => (&member[..eq], &member[eq + 1..]),
-        None => (member, &[]),
-    }
+    split_once(member, b'=').unwrap_or((member, &[]))
 }
 
 /// The `ot` value's sub-keys, or `None` when it breaks the grammar
@@ -40,10 +38,9 @@ fn sub_keys(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
         return None;
     }
     let pairs = || {
-        value.split(|&b| b == b';').map(|pair| {
-            let colon = pair.iter().position(|&b| b == b':')?;
-            Some((&pair[..colon], &pair[colon + 1..]))
-        })
+        value
+            .split(|&b| b == b';')
+            .map(|pair| split_once(pair, b':'))
     };
     for (i, pair) in pairs().enumerate() {
         let (key, sub_value) = pair?;
@@ -107,25 +104,21 @@ pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> 
         }
     }
     let mut out = String::new();
-    let mut count = 0;
+    let mut room = MAX_MEMBERS;
     if !ot.is_empty() {
         out.push_str("ot=");
         out.push_str(&ot);
-        count += 1;
+        room = room.saturating_sub(1);
     }
-    for member in members(lines).filter(|member| split_member(member).0 != OT_KEY) {
-        // Adding `ot` to a full list drops the rightmost member, as W3C allows.
-        if count == MAX_MEMBERS {
-            break;
-        }
-        let Ok(member) = std::str::from_utf8(member) else {
-            continue;
-        };
+    let others = members(lines)
+        .filter(|member| split_member(member).0 != OT_KEY)
+        .filter_map(|member| std::str::from_utf8(member).ok());
+    // Adding `ot` to a full list drops the rightmost member, as W3C allows.
+    for member in others.take(room) {
         if !out.is_empty() {
             out.push(',');
         }
         out.push_str(member);
-        count += 1;
     }
     (!out.is_empty()).then_some(out)
 }

@@ -29,7 +29,7 @@ impl Threshold {
             return Threshold::ALWAYS;
         }
         let kept = (p * MAX_ADJUSTED_COUNT as f64).round() as u64;
-        Threshold(MAX_ADJUSTED_COUNT - kept.min(MAX_ADJUSTED_COUNT))
+        Threshold(MAX_ADJUSTED_COUNT.saturating_sub(kept))
     }
 
     /// The collector's rule for `th` precision: round T to `precision` significant hex digits,
@@ -40,16 +40,20 @@ impl Threshold {
         if full == Threshold::ALWAYS || full == Threshold::NEVER {
             return full;
         }
-        let extra = |x: f64| (-frexp_exponent(x) / 4).max(0) as u32;
-        let digits = (precision + extra(p).max(extra(1.0 - p))).min(14);
-        let shift = 4 * (14 - digits);
+        let extra = |x: f64| u32::try_from(frexp_exponent(x).saturating_neg() / 4).unwrap_or(0);
+        let digits = precision
+            .saturating_add(extra(p).max(extra(1.0 - p)))
+            .min(14);
+        // The digits not kept, four bits each: 0 to 52 bits, so no shift below reaches 64.
+        let shift = 14u32.saturating_sub(digits).saturating_mul(4);
         if shift == 0 {
             return full;
         }
-        let half = 1u64 << (shift - 1);
-        let rounded = ((full.0 + half) >> shift) << shift;
+        let step = 1u64.checked_shl(shift).unwrap_or(MAX_ADJUSTED_COUNT);
+        let mask = u64::MAX.checked_shl(shift).unwrap_or(0);
+        let rounded = full.0.saturating_add(step >> 1) & mask;
         // Rounding up to 2^56 would mean "never"; keep the largest expressible threshold.
-        Threshold(rounded.min(MAX_ADJUSTED_COUNT - (1 << shift)))
+        Threshold(rounded.min(MAX_ADJUSTED_COUNT.saturating_sub(step)))
     }
 
     /// Builds a threshold from its raw 56-bit value.
@@ -81,8 +85,12 @@ impl Threshold {
         if digits.is_empty() || digits.len() > 14 {
             return None;
         }
-        let value = crate::ids::parse_hex(digits, crate::ids::HexCase::Lower)? as u64;
-        Some(Threshold(value << (4 * (14 - digits.len()))))
+        let mut padded = [b'0'; 14];
+        for (slot, &digit) in padded.iter_mut().zip(digits) {
+            *slot = digit;
+        }
+        let value = crate::ids::parse_hex(&padded, crate::ids::HexCase::Lower)? as u64;
+        Some(Threshold(value))
     }
 
     /// The stricter of two thresholds (the smaller probability).
@@ -104,9 +112,9 @@ fn frexp_exponent(x: f64) -> i32 {
     let biased = ((bits >> 52) & 0x7ff) as i32;
     if biased == 0 {
         // Subnormal: normalise first (only for p far below 2^-56, which the config rejects).
-        return frexp_exponent(x * 2f64.powi(64)) - 64;
+        return frexp_exponent(x * 2f64.powi(64)).saturating_sub(64);
     }
-    biased - 1022
+    biased.saturating_sub(1022)
 }
 
 /// R: the low 56 bits of the trace id (W3C Level 2 puts the random part there).

@@ -1,5 +1,8 @@
-//! Which callers' trace context is honoured: everyone, or only the configured sources.
+//! Which callers' trace context is honoured: everyone, or only the configured sources. The
+//! `sampling.trusted_sources` configuration is parsed here too.
 
+use crate::config::json::{check_keys, error, list, object, string, ConfigError};
+use serde_json::Value;
 use std::net::IpAddr;
 
 /// An address block, `10.0.0.0/8` or `fd00::/8`.
@@ -45,13 +48,11 @@ impl Cidr {
     }
 
     fn masked(&self, address: IpAddr) -> u128 {
-        let width = if address.is_ipv4() { 32 } else { 128 };
-        let host_bits = width - u32::from(self.prefix_len);
-        if host_bits >= 128 {
-            0
-        } else {
-            (bits(address) >> host_bits) << host_bits
-        }
+        let width: u32 = if address.is_ipv4() { 32 } else { 128 };
+        // The prefix length is at most the width (checked when parsed).
+        let host_bits = width.saturating_sub(u32::from(self.prefix_len));
+        // Clears the host bits; all of them (a /0) leaves nothing.
+        bits(address) & u128::MAX.checked_shl(host_bits).unwrap_or(0)
     }
 
     fn network_text(&self) -> String {
@@ -132,6 +133,38 @@ impl TrustPolicy {
             trust_incoming: true,
             ..TrustPolicy::default()
         }
+    }
+
+    /// Adds the sources of `sampling.trusted_sources`.
+    pub fn parse_trusted_sources(&mut self, value: &Value) -> Result<(), ConfigError> {
+        let object = object(value, "sampling.trusted_sources")?;
+        check_keys(
+            object,
+            "sampling.trusted_sources.",
+            &["cidrs", "principals"],
+        )?;
+        if let Some(value) = object.get("cidrs") {
+            for (i, item) in list(value, "sampling.trusted_sources.cidrs")?
+                .iter()
+                .enumerate()
+            {
+                let path = format!("sampling.trusted_sources.cidrs[{i}]");
+                let cidr =
+                    Cidr::parse(string(item, &path)?).map_err(|problem| error(path, problem))?;
+                self.cidrs.push(cidr);
+            }
+        }
+        if let Some(value) = object.get("principals") {
+            for (i, item) in list(value, "sampling.trusted_sources.principals")?
+                .iter()
+                .enumerate()
+            {
+                let path = format!("sampling.trusted_sources.principals[{i}]");
+                self.principals
+                    .push(PrincipalPattern::new(string(item, &path)?));
+            }
+        }
+        Ok(())
     }
 
     pub fn is_trusted(&self, peer: &mut dyn Peer) -> bool {
@@ -243,5 +276,22 @@ mod tests {
             Some("spiffe://cluster.local/ns/other/sa/a")
         )));
         assert!(TrustPolicy::trust_everyone().is_trusted(&mut FixedPeer(None, None)));
+    }
+
+    /// Problems in `sampling.trusted_sources`, named by their field path.
+    #[test]
+    fn configuration_errors_name_the_field() {
+        crate::config::tests::assert_errors(&[
+            (
+                r#"{"sampling": {"trusted_sources": {"cidrs": ["10.0.0.1/8"]}}}"#,
+                "sampling.trusted_sources.cidrs[0]",
+                "did you mean 10.0.0.0/8",
+            ),
+            (
+                r#"{"sampling": {"trusted_sources": {"ips": []}}}"#,
+                "sampling.trusted_sources.ips",
+                "unknown key",
+            ),
+        ]);
     }
 }

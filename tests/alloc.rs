@@ -8,6 +8,16 @@
 //! The counter is per thread, so the test harness's other threads do not disturb it. Run with
 //! `cargo test --test alloc -- --nocapture` to see the counts.
 
+// Test code, where a failed expectation is a failed test: the lints that keep the filter from
+// panicking (Cargo.toml, [lints]) are for the library.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use tracebridge::budget::Unlimited;

@@ -2,6 +2,16 @@
 //! never panics, and whatever arrives, every injected format leaves carrying the same trace id,
 //! span id and decision (re-read with the filter's own strict parsers).
 
+// Test code, where a failed expectation is a failed test: the lints that keep the filter from
+// panicking (Cargo.toml, [lints]) are for the library.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::context::{Decision, Extraction};

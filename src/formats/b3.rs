@@ -1,6 +1,7 @@
 //! B3 single header: `b3: {TraceId}-{SpanId}[-{SamplingState}[-{ParentSpanId}]]` or the sampling
 //! state alone (<https://github.com/openzipkin/b3-propagation#single-header>).
 
+use super::{inject_single_header, Injection, Propagator};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{parse_span_id_16, parse_trace_id_16_or_32, HexCase};
@@ -8,10 +9,22 @@ use crate::ids::{parse_span_id_16, parse_trace_id_16_or_32, HexCase};
 /// 32 + 1 + 16 + 1 + 1 + 1 + 16 characters.
 const MAX_LEN: usize = 68;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::B3) {
-        None => Extraction::Absent,
-        Some(value) => parse(value).unwrap_or(Extraction::Invalid),
+/// The `b3` header.
+pub struct B3Single;
+
+impl Propagator for B3Single {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        let extraction = match headers.get(HeaderName::B3) {
+            None => Extraction::Absent,
+            Some(value) => parse(value).unwrap_or(Extraction::Invalid),
+        };
+        (extraction, ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject_single_header(injection, HeaderName::B3, true, encode, edits);
     }
 }
 
@@ -66,15 +79,6 @@ pub fn encode(ctx: &TraceContext) -> String {
         Decision::Debug => "-d",
     });
     out
-}
-
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    super::inject_single_header(ctx, headers, incoming, HeaderName::B3, true, encode, edits);
 }
 
 #[cfg(test)]

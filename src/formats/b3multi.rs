@@ -1,19 +1,27 @@
 //! B3 multi-header: `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled`,
 //! `X-B3-Flags` (<https://github.com/openzipkin/b3-propagation#multiple-headers>).
 
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use super::{Format, Injection, Propagator};
+use crate::context::{Decision, Extraction, IncomingContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{parse_span_id_16, parse_trace_id_16_or_32, HexCase};
 
-const HEADERS: [HeaderName; 5] = [
-    HeaderName::B3TraceId,
-    HeaderName::B3SpanId,
-    HeaderName::B3ParentSpanId,
-    HeaderName::B3Sampled,
-    HeaderName::B3Flags,
-];
+/// The `x-b3-*` headers.
+pub struct B3Multi;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
+impl Propagator for B3Multi {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        (extract(headers), ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject(injection, edits);
+    }
+}
+
+fn extract(headers: &RequestHeaders) -> Extraction {
     let trace_id = headers.get(HeaderName::B3TraceId);
     let span_id = headers.get(HeaderName::B3SpanId);
     let sampled = headers.get(HeaderName::B3Sampled);
@@ -59,14 +67,14 @@ pub fn extract(headers: &RequestHeaders) -> Extraction {
 
 /// Writes the five headers for `ctx`, unless the request already carries exactly it on single
 /// lines (then a 64-bit trace id and the parent span id pass through as they came).
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    let single_lines = HEADERS.iter().all(|&name| headers.count(name) <= 1);
-    if single_lines && incoming.context().is_some_and(|inc| ctx.matches(inc, true)) {
+fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+    let (ctx, headers) = (injection.context, injection.headers);
+    let single_lines = Format::B3Multi
+        .headers()
+        .iter()
+        .all(|&name| headers.count(name) <= 1);
+    let incoming = injection.incoming.context();
+    if single_lines && incoming.is_some_and(|inc| ctx.matches(inc, true)) {
         return;
     }
     edits.push(HeaderEdit::Set(
@@ -100,6 +108,7 @@ pub fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::TraceContext;
     use crate::ids::{SpanId, TraceId};
 
     const T32: &str = "80f198ee56343ba864fe8b2a57d3eff7";
@@ -207,9 +216,7 @@ mod tests {
             decision,
             random_trace_id: false,
         };
-        let mut edits = Vec::new();
-        inject(&ctx, &headers, &extract(&headers), &mut edits);
-        edits
+        crate::formats::tests::inject_edits(Format::B3Multi, &ctx, &headers)
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Google Cloud Trace: `X-Cloud-Trace-Context: {32 hex trace id}[/{decimal span id}][;o={options}]`.
 
+use super::{inject_single_header, Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{parse_decimal_u64, parse_hex_exact, HexCase, SpanId, TraceId};
@@ -12,13 +14,25 @@ const MAX_SPAN_DIGITS: usize = 20;
 /// `o` is a small bit field; ten digits already exceed any meaningful value.
 const MAX_OPTION_DIGITS: usize = 10;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::CloudTraceContext) {
-        None => Extraction::Absent,
-        Some(value) => match parse(value) {
-            Some(ctx) => Extraction::Context(ctx),
-            None => Extraction::Invalid,
-        },
+/// The `x-cloud-trace-context` header.
+pub struct CloudTrace;
+
+impl Propagator for CloudTrace {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        let extraction = match headers.get(HeaderName::CloudTraceContext) {
+            None => Extraction::Absent,
+            Some(value) => match parse(value) {
+                Some(ctx) => Extraction::Context(ctx),
+                None => Extraction::Invalid,
+            },
+        };
+        (extraction, ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject_single_header(injection, HeaderName::CloudTraceContext, false, encode, edits);
     }
 }
 
@@ -29,12 +43,12 @@ pub fn parse(value: &[u8]) -> Option<IncomingContext> {
     if value.len() > MAX_LEN {
         return None;
     }
-    let (ids, options) = match value.iter().position(|&b| b == b';') {
-        Some(semi) => (&value[..semi], Some(&value[semi + 1..])),
+    let (ids, options) = match split_once(value, b';') {
+        Some((ids, options)) => (ids, Some(options)),
         None => (value, None),
     };
-    let (trace, span) = match ids.iter().position(|&b| b == b'/') {
-        Some(slash) => (&ids[..slash], Some(&ids[slash + 1..])),
+    let (trace, span) = match split_once(ids, b'/') {
+        Some((trace, span)) => (trace, Some(span)),
         None => (ids, None),
     };
     let trace_id = TraceId::new(parse_hex_exact(trace, 32, HexCase::Lower)?)?;
@@ -69,23 +83,6 @@ pub fn encode(ctx: &TraceContext) -> String {
         ";o=0"
     });
     out
-}
-
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    super::inject_single_header(
-        ctx,
-        headers,
-        incoming,
-        HeaderName::CloudTraceContext,
-        false,
-        encode,
-        edits,
-    );
 }
 
 #[cfg(test)]

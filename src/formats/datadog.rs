@@ -2,7 +2,9 @@
 //! `x-datadog-sampling-priority`, `x-datadog-tags` (`_dd.p.tid` = upper 64 bits) and
 //! `x-datadog-origin`, read as Datadog's own tracers read them.
 
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use super::{Format, Injection, Propagator};
+use crate::bytes::split_once;
+use crate::context::{Decision, Extraction, IncomingContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
     is_printable_ascii, parse_decimal_u64, parse_hex_exact, HexCase, SpanId, TraceId,
@@ -14,13 +16,20 @@ const TID_TAG: &[u8] = b"_dd.p.tid";
 const MAX_TAGS_LEN: usize = 512;
 const MAX_ORIGIN_LEN: usize = 256;
 
-pub const HEADERS: [HeaderName; 5] = [
-    HeaderName::DatadogTraceId,
-    HeaderName::DatadogParentId,
-    HeaderName::DatadogSamplingPriority,
-    HeaderName::DatadogTags,
-    HeaderName::DatadogOrigin,
-];
+/// The `x-datadog-*` headers.
+pub struct Datadog;
+
+impl Propagator for Datadog {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        (extract(headers), ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject(injection, edits);
+    }
+}
 
 /// A decimal 64-bit id; a leading `-` is a signed 64-bit value reinterpreted (older tracers).
 fn parse_id(digits: &[u8]) -> Option<u64> {
@@ -52,10 +61,7 @@ fn tags(value: &[u8]) -> Option<impl Iterator<Item = (&[u8], &[u8])>> {
         value
             .split(|&b| b == b',')
             .filter(|tag| !tag.is_empty())
-            .map(|tag| {
-                let eq = tag.iter().position(|&b| b == b'=')?;
-                Some((&tag[..eq], &tag[eq + 1..]))
-            })
+            .map(|tag| split_once(tag, b'='))
     };
     pairs()
         .all(|pair| pair.is_some())
@@ -68,9 +74,9 @@ fn high_bits(tags_value: Option<&[u8]>) -> Option<u64> {
     parse_hex_exact(tid, 16, HexCase::Lower).map(|high| high as u64)
 }
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
+fn extract(headers: &RequestHeaders) -> Extraction {
     let Some(trace) = headers.get(HeaderName::DatadogTraceId) else {
-        let any = HEADERS.iter().any(|&name| headers.contains(name));
+        let any = Format::Datadog.headers().iter().any(|&name| headers.contains(name));
         return if any {
             Extraction::Invalid
         } else {
@@ -114,13 +120,12 @@ fn parse(headers: &RequestHeaders, trace: &[u8]) -> Option<IncomingContext> {
 
 /// Writes the Datadog headers for `ctx`. When the trace is unchanged, the caller's other
 /// `_dd.p.*` tags and its origin are kept; `x-datadog-parent-id: 0` is never written.
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    let single_lines = HEADERS.iter().all(|&name| headers.count(name) <= 1);
+fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+    let (ctx, headers, incoming) = (injection.context, injection.headers, injection.incoming);
+    let single_lines = Format::Datadog
+        .headers()
+        .iter()
+        .all(|&name| headers.count(name) <= 1);
     let same_trace = incoming
         .context()
         .is_some_and(|inc| inc.trace_id == ctx.trace_id);
@@ -151,7 +156,7 @@ pub fn inject(
 
     let kept_value = headers.get(HeaderName::DatadogTags).filter(|_| same_trace);
     // Room for the kept tags and ",_dd.p.tid=<16 hex>" in one allocation.
-    let mut tags_out = String::with_capacity(kept_value.map_or(0, <[u8]>::len) + 27);
+    let mut tags_out = String::with_capacity(kept_value.map_or(0, <[u8]>::len).saturating_add(27));
     let kept = kept_value.and_then(tags);
     for (key, value) in kept
         .into_iter()
@@ -188,6 +193,7 @@ pub fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::TraceContext;
 
     fn run(pairs: &[(&str, &str)]) -> Extraction {
         extract(&RequestHeaders::from_pairs(
@@ -303,9 +309,7 @@ mod tests {
             decision,
             random_trace_id: false,
         };
-        let mut edits = Vec::new();
-        inject(&ctx, &headers, &extract(&headers), &mut edits);
-        edits
+        crate::formats::tests::inject_edits(Format::Datadog, &ctx, &headers)
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! gRPC binary trace context, `grpc-trace-bin`: the OpenCensus binary format (version 0; field 0
 //! trace id, field 1 span id, field 2 options), base64 on the wire as Envoy passes it.
 
+use super::{inject_single_header, Injection, Propagator};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{SpanId, TraceId};
@@ -9,26 +10,46 @@ use crate::ids::{SpanId, TraceId};
 const CANONICAL_LEN: usize = 29;
 /// Decoders stop at the first unknown field, so trailing fields may follow; bound them.
 const MAX_DECODED_LEN: usize = 128;
+const VERSION: u8 = 0;
 const FIELD_TRACE_ID: u8 = 0;
 const FIELD_SPAN_ID: u8 = 1;
 const FIELD_OPTIONS: u8 = 2;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::GrpcTraceBin) {
-        None => Extraction::Absent,
-        Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+/// The `grpc-trace-bin` header.
+pub struct GrpcTraceBin;
+
+impl Propagator for GrpcTraceBin {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        let extraction = match headers.get(HeaderName::GrpcTraceBin) {
+            None => Extraction::Absent,
+            Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+        };
+        (extraction, ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject_single_header(injection, HeaderName::GrpcTraceBin, false, encode, edits);
     }
 }
 
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 fn base64_value(byte: u8) -> Option<u8> {
+    // The letters and digits are consecutive runs of the alphabet, starting at 0, 26 and 52.
     match byte {
-        b'A'..=b'Z' => Some(byte - b'A'),
-        b'a'..=b'z' => Some(byte - b'a' + 26),
-        b'0'..=b'9' => Some(byte - b'0' + 52),
+        b'A'..=b'Z' => byte.checked_sub(b'A'),
+        b'a'..=b'z' => byte.checked_sub(b'a' - 26),
+        b'0'..=b'9' => byte.checked_add(52 - b'0'),
         b'+' => Some(62),
         b'/' => Some(63),
         _ => None,
     }
+}
+
+fn base64_char(sextet: u8) -> char {
+    ALPHABET.get(usize::from(sextet)).map_or('A', |&c| char::from(c))
 }
 
 /// Standard base64 (RFC 4648 section 4), padded or not ("implementations MUST accept padded
@@ -43,31 +64,66 @@ fn decode_base64(text: &[u8], out: &mut [u8; MAX_DECODED_LEN]) -> Option<usize> 
     if unpadded.len() % 4 == 1 || (padded && text.len() % 4 != 0) {
         return None;
     }
-    let (mut acc, mut bits, mut len) = (0u32, 0u32, 0usize);
-    for &byte in unpadded {
-        acc = (acc << 6) | u32::from(base64_value(byte)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            *out.get_mut(len)? = (acc >> bits) as u8;
-            len += 1;
-        }
+    let mut slots = out.iter_mut();
+    let mut push = |byte: u8| slots.next().map(|slot| *slot = byte);
+    let sextet = |c: u8| base64_value(c).map(u32::from);
+    // Four characters carry three bytes.
+    let mut groups = unpadded.chunks_exact(4);
+    for group in &mut groups {
+        let &[a, b, c, d] = group else {
+            return None;
+        };
+        let n = sextet(a)? << 18 | sextet(b)? << 12 | sextet(c)? << 6 | sextet(d)?;
+        push((n >> 16) as u8)?;
+        push((n >> 8) as u8)?;
+        push(n as u8)?;
     }
-    // Leftover bits must be zero (canonical encoding).
-    (acc & ((1 << bits) - 1) == 0).then_some(len)
+    // Two or three characters left carry one or two bytes; their leftover low bits must be
+    // zero (canonical encoding).
+    match *groups.remainder() {
+        [] => {}
+        [a, b] => {
+            let n = sextet(a)? << 18 | sextet(b)? << 12;
+            if n & 0xffff != 0 {
+                return None;
+            }
+            push((n >> 16) as u8)?;
+        }
+        [a, b, c] => {
+            let n = sextet(a)? << 18 | sextet(b)? << 12 | sextet(c)? << 6;
+            if n & 0xff != 0 {
+                return None;
+            }
+            push((n >> 16) as u8)?;
+            push((n >> 8) as u8)?;
+        }
+        _ => return None,
+    }
+    MAX_DECODED_LEN.checked_sub(slots.len())
 }
 
 fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+    let mut out = String::with_capacity(bytes.len().div_ceil(3).saturating_mul(4));
+    // The six-bit groups of `n`, a 24-bit group of three bytes, from the top.
+    let sextet = |n: u32, shift: u32| base64_char((n >> shift & 63) as u8);
+    let mut groups = bytes.chunks_exact(3);
+    for group in &mut groups {
+        if let &[a, b, c] = group {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            out.extend([sextet(n, 18), sextet(n, 12), sextet(n, 6), sextet(n, 0)]);
         }
+    }
+    // One or two bytes left make two or three characters (no padding).
+    match *groups.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend([sextet(n, 18), sextet(n, 12)]);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend([sextet(n, 18), sextet(n, 12), sextet(n, 6)]);
+        }
+        _ => {}
     }
     out
 }
@@ -77,8 +133,8 @@ fn encode_base64(bytes: &[u8]) -> String {
 pub fn parse(value: &[u8]) -> Option<IncomingContext> {
     let mut buf = [0u8; MAX_DECODED_LEN];
     let len = decode_base64(value, &mut buf)?;
-    let bytes = &buf[..len];
-    let [0, FIELD_TRACE_ID, rest @ ..] = bytes else {
+    let bytes = buf.get(..len)?;
+    let [VERSION, FIELD_TRACE_ID, rest @ ..] = bytes else {
         return None;
     };
     let (trace, rest) = rest.split_first_chunk::<16>()?;
@@ -101,7 +157,9 @@ pub fn parse(value: &[u8]) -> Option<IncomingContext> {
 
 /// The canonical 29 bytes (options: the sampled bit only), base64 without padding.
 pub fn encode(ctx: &TraceContext) -> String {
+    // Constant positions in a fixed-size array: none can be out of bounds.
     let mut bytes = [0u8; CANONICAL_LEN];
+    bytes[0] = VERSION;
     bytes[1] = FIELD_TRACE_ID;
     bytes[2..18].copy_from_slice(&ctx.trace_id.value().to_be_bytes());
     bytes[18] = FIELD_SPAN_ID;
@@ -109,23 +167,6 @@ pub fn encode(ctx: &TraceContext) -> String {
     bytes[27] = FIELD_OPTIONS;
     bytes[28] = u8::from(ctx.decision.is_sampled());
     encode_base64(&bytes)
-}
-
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    super::inject_single_header(
-        ctx,
-        headers,
-        incoming,
-        HeaderName::GrpcTraceBin,
-        false,
-        encode,
-        edits,
-    );
 }
 
 #[cfg(test)]

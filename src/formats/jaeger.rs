@@ -1,6 +1,7 @@
 //! Jaeger: `uber-trace-id: {trace-id}:{span-id}:{parent-span-id}:{flags}` and
 //! `jaeger-debug-id` (<https://www.jaegertracing.io/docs/client-libraries/#propagation-format>).
 
+use super::{inject_single_header, Injection, Propagator};
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{parse_hex, HexCase, SpanId, TraceId};
@@ -10,14 +11,26 @@ const MAX_LEN: usize = 200;
 const SAMPLED: u64 = 0x01;
 const DEBUG: u64 = 0x02;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::UberTraceId) {
-        Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
-        // A debug id without a context asks for a new, debug-sampled trace.
-        None if headers.contains(HeaderName::JaegerDebugId) => {
-            Extraction::DecisionOnly(Decision::Debug)
-        }
-        None => Extraction::Absent,
+/// `uber-trace-id`, and `jaeger-debug-id` without it.
+pub struct Jaeger;
+
+impl Propagator for Jaeger {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        let extraction = match headers.get(HeaderName::UberTraceId) {
+            Some(value) => parse(value).map_or(Extraction::Invalid, Extraction::Context),
+            // A debug id without a context asks for a new, debug-sampled trace.
+            None if headers.contains(HeaderName::JaegerDebugId) => {
+                Extraction::DecisionOnly(Decision::Debug)
+            }
+            None => Extraction::Absent,
+        };
+        (extraction, ())
+    }
+
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        inject_single_header(injection, HeaderName::UberTraceId, true, encode, edits);
     }
 }
 
@@ -25,24 +38,23 @@ pub fn extract(headers: &RequestHeaders) -> Extraction {
 /// URL-encode header values).
 fn parts(value: &[u8]) -> Option<[&[u8]; 4]> {
     let mut out: [&[u8]; 4] = [&[]; 4];
-    let mut n = 0;
+    let mut slots = out.iter_mut();
     let encoded = !value.contains(&b':');
     let mut rest = value;
     loop {
-        let (end, skip) = if encoded {
-            let i = rest
-                .windows(3)
-                .position(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'a'));
-            (i, 3)
+        let separator = if encoded {
+            rest.windows(3)
+                .position(|w| matches!(w, [b'%', b'3', b'a' | b'A']))
+                .map(|i| (i, 3))
         } else {
-            (rest.iter().position(|&b| b == b':'), 1)
+            rest.iter().position(|&b| b == b':').map(|i| (i, 1))
         };
-        let slot = out.get_mut(n)?;
-        n += 1;
-        match end {
-            Some(i) => {
-                *slot = &rest[..i];
-                rest = &rest[i + skip..];
+        let slot = slots.next()?;
+        match separator {
+            Some((at, len)) => {
+                let (part, tail) = rest.split_at_checked(at)?;
+                *slot = part;
+                rest = tail.get(len..)?;
             }
             None => {
                 *slot = rest;
@@ -50,7 +62,8 @@ fn parts(value: &[u8]) -> Option<[&[u8]; 4]> {
             }
         }
     }
-    (n == 4).then_some(out)
+    // Exactly four parts: every slot filled.
+    slots.next().is_none().then_some(out)
 }
 
 /// The Jaeger client's reading: hex fields of any length up to the id width (short ids are
@@ -92,23 +105,6 @@ pub fn encode(ctx: &TraceContext) -> String {
         Decision::Debug => ":0:3",
     });
     out
-}
-
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    super::inject_single_header(
-        ctx,
-        headers,
-        incoming,
-        HeaderName::UberTraceId,
-        true,
-        encode,
-        edits,
-    );
 }
 
 #[cfg(test)]
@@ -204,7 +200,7 @@ mod tests {
     #[test]
     fn debug_id_alone_asks_for_a_debug_trace() {
         let headers = RequestHeaders::from_pairs([("jaeger-debug-id", &b"my-request"[..])]);
-        assert_eq!(extract(&headers), Extraction::DecisionOnly(Decision::Debug));
+        assert_eq!(Jaeger::extract(&headers).0, Extraction::DecisionOnly(Decision::Debug));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! W3C Trace Context: `traceparent` and `tracestate`
 //! (<https://www.w3.org/TR/trace-context/>, version 00 with the forward-compatibility rules).
 
-use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
+use super::{Injection, Propagator};
+use crate::bytes::split_once;
+use crate::context::{Decision, Extraction, IncomingContext, TraceContext, TracestateOut};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
     is_printable_ascii, parse_hex_exact, trim_ows, write_hex, HexCase, SpanId, TraceId,
@@ -19,7 +21,44 @@ const MAX_TRACESTATE_MEMBERS: usize = 32;
 const MAX_KEY_LEN: usize = 256;
 const MAX_VALUE_LEN: usize = 256;
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
+/// `traceparent` and `tracestate`.
+pub struct W3cTraceContext;
+
+impl Propagator for W3cTraceContext {
+    type State = ();
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
+        (extract(headers), ())
+    }
+
+    /// Writes `traceparent` unless the request already carries exactly it, and applies the
+    /// translator's `tracestate` verdict.
+    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+        let ctx = injection.context;
+        let unchanged = injection.incoming.context().is_some_and(|inc| {
+            ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id
+        });
+        if !unchanged {
+            edits.push(HeaderEdit::Set(
+                HeaderName::Traceparent,
+                encode_traceparent(ctx),
+            ));
+        }
+        match injection.tracestate {
+            TracestateOut::Keep => {}
+            TracestateOut::Remove => {
+                if injection.headers.contains(HeaderName::Tracestate) {
+                    edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
+                }
+            }
+            TracestateOut::Set(value) => {
+                edits.push(HeaderEdit::Set(HeaderName::Tracestate, value.clone()))
+            }
+        }
+    }
+}
+
+fn extract(headers: &RequestHeaders) -> Extraction {
     let Some(value) = headers.get(HeaderName::Traceparent) else {
         return Extraction::Absent;
     };
@@ -34,22 +73,24 @@ pub fn extract(headers: &RequestHeaders) -> Extraction {
 }
 
 pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
-    // The fields are checked one by one below; a later version's tail must at least be text.
-    if value.len() < V00_LEN || value.len() > MAX_TRACEPARENT_LEN || !is_printable_ascii(value) {
+    // The 55 characters of version 00, as an array whose constant positions cannot be out of
+    // bounds. Its fields are checked one by one below; a later version's tail must be text.
+    let (v00, tail) = value.split_first_chunk::<V00_LEN>()?;
+    if value.len() > MAX_TRACEPARENT_LEN || !is_printable_ascii(value) {
         return None;
     }
-    let version = parse_hex_exact(&value[0..2], 2, HexCase::Lower)?;
+    let version = parse_hex_exact(&v00[0..2], 2, HexCase::Lower)?;
     let length_ok = match version {
         0xff => false,
-        0x00 => value.len() == V00_LEN,
-        _ => value.len() == V00_LEN || value[V00_LEN] == b'-',
+        0x00 => tail.is_empty(),
+        _ => tail.first().is_none_or(|&b| b == b'-'),
     };
-    if !length_ok || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+    if !length_ok || v00[2] != b'-' || v00[35] != b'-' || v00[52] != b'-' {
         return None;
     }
-    let trace_id = TraceId::new(parse_hex_exact(&value[3..35], 32, HexCase::Lower)?)?;
-    let span_id = SpanId::new(parse_hex_exact(&value[36..52], 16, HexCase::Lower)? as u64)?;
-    let flags = parse_hex_exact(&value[53..55], 2, HexCase::Lower)? as u8;
+    let trace_id = TraceId::new(parse_hex_exact(&v00[3..35], 32, HexCase::Lower)?)?;
+    let span_id = SpanId::new(parse_hex_exact(&v00[36..52], 16, HexCase::Lower)? as u64)?;
+    let flags = parse_hex_exact(&v00[53..55], 2, HexCase::Lower)? as u8;
     Some(IncomingContext {
         trace_id,
         span_id: Some(span_id),
@@ -108,18 +149,22 @@ pub fn tracestate_is_valid(lines: &[&[u8]]) -> bool {
         if member.is_empty() {
             continue;
         }
-        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+        let Some((key, value)) = split_once(member, b'=') else {
             return false;
         };
-        let (key, value) = (&member[..eq], &member[eq + 1..]);
         if !is_valid_key(key) || !is_valid_value(value) {
             return false;
         }
-        if members == MAX_TRACESTATE_MEMBERS || keys[..members].contains(&key) {
+        if keys.get(..members).is_some_and(|seen| seen.contains(&key)) {
             return false;
         }
-        keys[members] = key;
-        members += 1;
+        // No slot left: a 33rd member.
+        let Some(slot) = keys.get_mut(members) else {
+            return false;
+        };
+        *slot = key;
+        // Below MAX_TRACESTATE_MEMBERS, since its slot existed.
+        members = members.saturating_add(1);
     }
     true
 }
@@ -148,45 +193,6 @@ fn is_valid_value(value: &[u8]) -> bool {
         && value
             .iter()
             .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
-}
-
-/// What to do with `tracestate` (the translator decides, since sampling may rewrite it).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum TracestateOut {
-    /// Forward the incoming lines unchanged.
-    Keep,
-    /// Remove any incoming lines.
-    Remove,
-    Set(String),
-}
-
-/// Writes `traceparent` for `ctx` unless the request already carries exactly it, and applies
-/// the translator's `tracestate` verdict.
-pub fn inject(
-    ctx: &TraceContext,
-    headers: &RequestHeaders,
-    incoming: &Extraction,
-    tracestate: TracestateOut,
-    edits: &mut Vec<HeaderEdit>,
-) {
-    let incoming = incoming.context();
-    let unchanged = incoming
-        .is_some_and(|inc| ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id);
-    if !unchanged {
-        edits.push(HeaderEdit::Set(
-            HeaderName::Traceparent,
-            encode_traceparent(ctx),
-        ));
-    }
-    match tracestate {
-        TracestateOut::Keep => {}
-        TracestateOut::Remove => {
-            if headers.contains(HeaderName::Tracestate) {
-                edits.push(HeaderEdit::Remove(HeaderName::Tracestate));
-            }
-        }
-        TracestateOut::Set(value) => edits.push(HeaderEdit::Set(HeaderName::Tracestate, value)),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! AWS X-Ray: `X-Amzn-Trace-Id: Root=1-{8 hex epoch}-{24 hex};Parent={16 hex};Sampled={1|0|?}`
 //! plus fields X-Ray keeps but does not interpret (`Self`, `Lineage`, custom keys).
 
+use super::{Injection, Propagator};
+use crate::bytes::split_once;
 use crate::context::{Decision, Extraction, IncomingContext, TraceContext};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::ids::{
@@ -11,33 +13,74 @@ use crate::ids::{
 /// custom fields without accepting hostile sizes.
 const MAX_LEN: usize = 1024;
 
-/// A parsed header plus whether its ids are already in the lower-case form we emit.
-struct Parsed {
-    context: IncomingContext,
+/// The `x-amzn-trace-id` header.
+pub struct XRay;
+
+/// What inject needs to know about the header extract parsed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct XRayState {
+    /// The ids are already in the lower-case form this filter writes.
     canonical: bool,
+    /// Fields other than `Root`, `Parent` and `Sampled` are present (kept for the same trace).
+    extra_fields: bool,
 }
 
-pub fn extract(headers: &RequestHeaders) -> Extraction {
-    match headers.get(HeaderName::AmznTraceId) {
-        None => Extraction::Absent,
-        Some(value) => match parse(value) {
-            Some(parsed) => Extraction::Context(parsed.context),
-            None => Extraction::Invalid,
-        },
+/// A parsed header.
+#[derive(Debug, PartialEq)]
+struct Parsed {
+    context: IncomingContext,
+    state: XRayState,
+}
+
+impl Propagator for XRay {
+    type State = XRayState;
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, XRayState) {
+        match headers.get(HeaderName::AmznTraceId) {
+            None => (Extraction::Absent, XRayState::default()),
+            Some(value) => match parse(value) {
+                Some(parsed) => (Extraction::Context(parsed.context), parsed.state),
+                None => (Extraction::Invalid, XRayState::default()),
+            },
+        }
+    }
+
+    /// Rewrites the header for the context; fields other than Root/Parent/Sampled survive when
+    /// the X-Ray trace id is unchanged. Uses what extract parsed: the header is not parsed again.
+    fn inject(injection: &Injection<'_, '_, XRayState>, edits: &mut Vec<HeaderEdit>) {
+        let (ctx, headers, state) = (injection.context, injection.headers, injection.state);
+        let incoming = injection.incoming.context();
+        if let Some(incoming) = incoming {
+            let single_line = headers.count(HeaderName::AmznTraceId) == 1;
+            if single_line && state.canonical && ctx.matches(incoming, false) {
+                return;
+            }
+        }
+        let same_trace = incoming.is_some_and(|inc| inc.trace_id == ctx.trace_id);
+        let kept = headers
+            .get(HeaderName::AmznTraceId)
+            .filter(|_| same_trace && state.extra_fields);
+        let extras = kept.into_iter().flat_map(fields).filter(|field| {
+            split_field(field).is_some_and(|(key, _)| !is_known_key(key))
+        });
+        edits.push(HeaderEdit::Set(
+            HeaderName::AmznTraceId,
+            encode(ctx, extras),
+        ));
     }
 }
 
-/// Splits the header into trimmed `(key, value)` fields, skipping empty ones (a trailing `;`).
-/// A field without `=` yields `None` for the caller to reject.
-fn fields(value: &[u8]) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
+/// Splits the header into trimmed fields, skipping empty ones (a trailing `;`).
+fn fields(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b';')
         .map(trim_ows)
         .filter(|f| !f.is_empty())
-        .map(|field| {
-            let eq = field.iter().position(|&b| b == b'=')?;
-            Some((&field[..eq], &field[eq + 1..]))
-        })
+}
+
+/// A field's `(key, value)`; `None` without `=` (the header is then invalid).
+fn split_field(field: &[u8]) -> Option<(&[u8], &[u8])> {
+    split_once(field, b'=')
 }
 
 fn is_known_key(key: &[u8]) -> bool {
@@ -50,13 +93,17 @@ fn parse(value: &[u8]) -> Option<Parsed> {
         return None;
     }
     let (mut root, mut parent, mut sampled) = (None, None, None);
+    let mut extra_fields = false;
     for field in fields(value) {
-        let (key, field_value) = field?;
+        let (key, field_value) = split_field(field)?;
         let slot = match key {
             b"Root" => &mut root,
             b"Parent" => &mut parent,
             b"Sampled" => &mut sampled,
-            _ => continue,
+            _ => {
+                extra_fields = true;
+                continue;
+            }
         };
         if slot.replace(field_value).is_some() {
             return None; // the same key twice is ambiguous
@@ -65,7 +112,9 @@ fn parse(value: &[u8]) -> Option<Parsed> {
     let root = root?;
     // Root = "1-" 8 hex "-" 24 hex; the first part is the epoch second, but X-Ray does not
     // validate it, so any W3C id maps 1:1.
-    if root.len() != 35 || &root[..2] != b"1-" || root[10] != b'-' {
+    // As a fixed-size array, its constant positions cannot be out of bounds.
+    let root: &[u8; 35] = root.try_into().ok()?;
+    if &root[..2] != b"1-" || root[10] != b'-' {
         return None;
     }
     let high = parse_hex_exact(&root[2..10], 8, HexCase::Any)?;
@@ -92,7 +141,10 @@ fn parse(value: &[u8]) -> Option<Parsed> {
             decision,
             random_trace_id: false,
         },
-        canonical,
+        state: XRayState {
+            canonical,
+            extra_fields,
+        },
     })
 }
 
@@ -121,34 +173,10 @@ pub fn encode<'a>(ctx: &TraceContext, extra_fields: impl Iterator<Item = &'a [u8
     out
 }
 
-/// Rewrites the header for `ctx`; fields other than Root/Parent/Sampled survive when the X-Ray
-/// trace id is unchanged.
-pub fn inject(ctx: &TraceContext, headers: &RequestHeaders, edits: &mut Vec<HeaderEdit>) {
-    let value = headers.get(HeaderName::AmznTraceId);
-    let parsed = value.and_then(parse);
-    if let Some(parsed) = &parsed {
-        let single_line = headers.count(HeaderName::AmznTraceId) == 1;
-        if single_line && parsed.canonical && ctx.matches(&parsed.context, false) {
-            return;
-        }
-    }
-    let same_trace = parsed.is_some_and(|p| p.context.trace_id == ctx.trace_id);
-    let extras = value
-        .filter(|_| same_trace)
-        .into_iter()
-        .flat_map(|v| v.split(|&b| b == b';'))
-        .map(trim_ows)
-        .filter(|f| !f.is_empty())
-        .filter(|f| !f.split(|&b| b == b'=').next().is_some_and(is_known_key));
-    edits.push(HeaderEdit::Set(
-        HeaderName::AmznTraceId,
-        encode(ctx, extras),
-    ));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::Format;
     use crate::ids::SpanId;
 
     const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
@@ -228,7 +256,7 @@ mod tests {
             (String::new(), None),
         ];
         for (input, want) in cases {
-            let got = parse(input.as_bytes()).map(|p| (p.context, p.canonical));
+            let got = parse(input.as_bytes()).map(|p| (p.context, p.state.canonical));
             assert_eq!(got, want, "x-amzn-trace-id {input:?}");
         }
     }
@@ -242,9 +270,15 @@ mod tests {
             decision: Decision::Sampled,
             random_trace_id: false,
         };
-        let mut edits = Vec::new();
-        inject(&ctx, &headers, &mut edits);
-        edits
+        crate::formats::tests::inject_edits(Format::XRay, &ctx, &headers)
+    }
+
+    #[test]
+    fn extract_remembers_extra_fields() {
+        let with = format!("Self=1-67891234-12456789abcdef012345678;Root={ROOT};Sampled=1");
+        let without = format!("Root={ROOT}; Parent={PARENT} ;Sampled=1;");
+        assert!(parse(with.as_bytes()).unwrap().state.extra_fields);
+        assert!(!parse(without.as_bytes()).unwrap().state.extra_fields);
     }
 
     #[test]
