@@ -6,6 +6,7 @@ use crate::budget::Limits;
 use crate::force::ForceKey;
 use crate::formats::Format;
 use crate::headers::{HeaderName, Scan, MAX_CUSTOM_HEADERS};
+use crate::response::ResponseConfig;
 use crate::sampling::{Threshold, MIN_PROBABILITY};
 use crate::trust::{Cidr, PrincipalPattern, TrustPolicy};
 use serde_json::{Map, Value};
@@ -28,6 +29,8 @@ pub struct Config {
     pub baggage: BaggageConfig,
     /// Header names the rules and the force check read, beyond the trace headers.
     pub custom_headers: Vec<String>,
+    /// `response`: what responses carry; `None` leaves them untouched.
+    pub response: Option<ResponseConfig>,
 }
 
 /// Baggage is opt-in: `"baggage"` in `extract` reads it, in `inject` writes it.
@@ -125,6 +128,7 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
+            response: None,
         }
     }
 }
@@ -144,14 +148,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn error(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn error(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.into(),
         problem: problem.into(),
     }
 }
 
-fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -163,7 +167,7 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 /// Rejects keys outside `allowed`, naming the first unknown one.
-fn check_keys(
+pub(crate) fn check_keys(
     object: &Map<String, Value>,
     prefix: &str,
     allowed: &[&str],
@@ -280,7 +284,10 @@ fn probability(value: &Value, path: &str) -> Result<f64, ConfigError> {
     Ok(p)
 }
 
-fn object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
+pub(crate) fn object<'v>(
+    value: &'v Value,
+    path: &str,
+) -> Result<&'v Map<String, Value>, ConfigError> {
     match value {
         Value::Object(object) => Ok(object),
         _ => Err(error(
@@ -290,7 +297,7 @@ fn object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, Co
     }
 }
 
-fn string<'v>(value: &'v Value, path: &str) -> Result<&'v str, ConfigError> {
+pub(crate) fn string<'v>(value: &'v Value, path: &str) -> Result<&'v str, ConfigError> {
     match value {
         Value::String(text) if !text.is_empty() => Ok(text),
         Value::String(_) => Err(error(path, "must not be empty")),
@@ -322,7 +329,7 @@ fn positive_integer(value: &Value, path: &str) -> Result<u64, ConfigError> {
 }
 
 /// A request header name a rule or the force check reads: an HTTP token, compared lower-case.
-fn header_name(value: &Value, path: &str) -> Result<String, ConfigError> {
+pub(crate) fn header_name(value: &Value, path: &str) -> Result<String, ConfigError> {
     let name = string(value, path)?.to_ascii_lowercase();
     let token = name
         .bytes()
@@ -629,7 +636,11 @@ impl Config {
                 format!("must be a JSON object, got {}", type_name(&root)),
             ));
         };
-        check_keys(object, "", &["extract", "inject", "sampling", "baggage"])?;
+        check_keys(
+            object,
+            "",
+            &["extract", "inject", "sampling", "baggage", "response"],
+        )?;
         let mut config = Config::default();
         if let Some(value) = object.get("extract") {
             (config.extract, config.baggage.extract) = format_list(value, "extract")?;
@@ -642,6 +653,9 @@ impl Config {
         }
         if let Some(value) = object.get("sampling") {
             config.sampling = sampling(value, &mut config.custom_headers)?;
+        }
+        if let Some(value) = object.get("response") {
+            config.response = Some(ResponseConfig::from_json(value)?);
         }
         Ok(config)
     }
@@ -669,7 +683,7 @@ impl Config {
             (true, true) => BAGGAGE.to_string(),
             (false, true) => format!("{names},{BAGGAGE}"),
         };
-        format!(
+        let mut line = format!(
             "extract=[{}] inject=[{}] sampling.probability={} rules={} trust_incoming={} force={} max_sampled_per_second={}",
             with_baggage(names(&self.extract), self.baggage.extract),
             with_baggage(names(&self.inject), self.baggage.inject),
@@ -678,7 +692,12 @@ impl Config {
             sampling.trust.trust_incoming,
             sampling.force.as_ref().map_or("off", |_| "on"),
             sampling.max_sampled_per_second.map_or("none".to_string(), |n| n.to_string()),
-        )
+        );
+        if let Some(response) = &self.response {
+            line.push_str(" response=");
+            line.push_str(&response.summary());
+        }
+        line
     }
 }
 

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod ids;
 pub mod metrics;
 pub mod otel_tracestate;
+pub mod response;
 pub mod sampling;
 pub mod translate;
 pub mod trust;
