@@ -6,7 +6,8 @@
 //!   (w3c/trace-context editor's draft, `spec/21-http_response_header_format.md`, "Trace Context
 //!   Server Timing Metric Format"), which browsers show in their developer tools and give to
 //!   pages through `PerformanceResourceTiming.serverTiming`;
-//! - optionally Level 2's `traceresponse` header with the same value;
+//! - optionally the `traceresponse` header of the earlier drafts (which the metric replaced), with
+//!   the same value, for clients that still read it;
 //! - optionally a header with a link to the trace in a tracing console;
 //! - optionally `Timing-Allow-Origin`, which lets pages of other origins read the metric.
 //!
@@ -34,7 +35,7 @@ const TRACE_METRIC: &[u8] = b"trace";
 pub struct ResponseConfig {
     /// `response.server_timing`: add the `trace` Server-Timing metric.
     pub server_timing: bool,
-    /// `response.traceresponse`: add the Level 2 `traceresponse` header.
+    /// `response.traceresponse`: also add the earlier drafts' `traceresponse` header.
     pub traceresponse: bool,
     pub link: Option<Link>,
     pub when: When,
@@ -94,6 +95,10 @@ enum Placeholder {
     XrayTrace,
 }
 
+/// The placeholders as a configuration error lists them (kept equal to [`Placeholder::ALL`] by
+/// a test; a constant, so no list is joined at run time).
+const PLACEHOLDERS: &str = "{trace_id}, {span_id}, {xray_trace_id}";
+
 impl Placeholder {
     const ALL: [Placeholder; 3] = [
         Placeholder::Trace,
@@ -146,7 +151,7 @@ impl Template {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
-        while let Some(at) = rest.find(['{', '}']) {
+        while let Some(at) = rest.bytes().position(|b| b == b'{' || b == b'}') {
             literal.push_str(&rest[..at]);
             let tail = &rest[at..];
             if let Some(after) = tail.strip_prefix("{{") {
@@ -160,7 +165,7 @@ impl Template {
                     "has a \"}\" that closes nothing (write \"}}\" for a literal brace)".into(),
                 );
             } else {
-                let Some(close) = tail.find('}') else {
+                let Some(close) = tail.bytes().position(|b| b == b'}') else {
                     return Err(
                         "has a \"{\" that is never closed (write \"{{\" for a literal brace)"
                             .into(),
@@ -169,13 +174,8 @@ impl Template {
                 let name = &tail[1..close];
                 let Some(placeholder) = Placeholder::ALL.into_iter().find(|p| p.name() == name)
                 else {
-                    let known: Vec<String> = Placeholder::ALL
-                        .iter()
-                        .map(|p| format!("{{{}}}", p.name()))
-                        .collect();
                     return Err(format!(
-                        "unknown placeholder {{{name}}}; expected one of: {} (\"{{{{\" and \"}}}}\" for literal braces)",
-                        known.join(", ")
+                        "unknown placeholder {{{name}}}; expected one of: {PLACEHOLDERS} (\"{{{{\" and \"}}}}\" for literal braces)"
                     ));
                 };
                 if !literal.is_empty() {
@@ -266,56 +266,63 @@ fn link(value: &Value) -> Result<Link, ConfigError> {
 
 /// `Timing-Allow-Origin = 1#( origin-or-null / wildcard )` (W3C Resource Timing), with
 /// `serialized-origin = scheme "://" host [ ":" port ]` (RFC 6454): no path, no trailing slash.
+/// (Parsed as bytes: the string searchers of `str` would cost the module kilobytes.)
 fn timing_allow_origin(value: &Value) -> Result<String, ConfigError> {
     const PATH: &str = "response.timing_allow_origin";
     let text = string(value, PATH)?;
-    let mut items = Vec::new();
-    for item in text.split(',') {
-        let item = item.trim_matches([' ', '\t']);
+    let mut origins = String::with_capacity(text.len());
+    for item in text.as_bytes().split(|&b| b == b',') {
+        let item = item.trim_ascii();
         if item.is_empty() {
             return Err(error(PATH, "has an empty item in its comma-separated list"));
         }
-        if !(item == "*" || item == "null" || is_serialized_origin(item)) {
+        // Split at ASCII bytes of a `str`, so still UTF-8.
+        let item_text = std::str::from_utf8(item).unwrap_or_default();
+        if !(item == b"*" || item == b"null" || is_serialized_origin(item)) {
             return Err(error(
                 PATH,
-                format!("\"{item}\" is not \"*\", \"null\" or an origin (scheme://host[:port], without path or trailing slash)"),
+                format!("\"{item_text}\" is not \"*\", \"null\" or an origin (scheme://host[:port], without path or trailing slash)"),
             ));
         }
-        items.push(item);
+        if !origins.is_empty() {
+            origins.push_str(", ");
+        }
+        origins.push_str(item_text);
     }
-    Ok(items.join(", "))
+    Ok(origins)
 }
 
-fn is_serialized_origin(item: &str) -> bool {
-    let Some((scheme, authority)) = item.split_once("://") else {
+fn is_serialized_origin(item: &[u8]) -> bool {
+    let Some(separator) = item.windows(3).position(|w| w == b"://") else {
         return false;
     };
-    let scheme_ok = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic())
+    let (scheme, authority) = (&item[..separator], &item[separator + 3..]);
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    let (host, port) = match authority.rfind(':') {
-        Some(colon) if !authority[colon..].contains(']') => {
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let (host, port) = match authority.iter().rposition(|&b| b == b':') {
+        Some(colon) if !authority[colon..].contains(&b']') => {
             (&authority[..colon], Some(&authority[colon + 1..]))
         }
         _ => (authority, None),
     };
-    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        !inner.is_empty()
-            && inner
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-    } else {
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        }
     };
     let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
     scheme_ok && host_ok && port_ok
 }
 
@@ -376,24 +383,32 @@ impl ResponseConfig {
 
     /// For the log line at start-up.
     pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if self.server_timing {
-            parts.push("server_timing".to_string());
+        let link = self.link.as_ref().map(|link| link.header.as_str());
+        let parts = [
+            (self.server_timing, "server_timing", ""),
+            (self.traceresponse, "traceresponse", ""),
+            (link.is_some(), "link:", link.unwrap_or_default()),
+            (
+                self.timing_allow_origin.is_some(),
+                "timing_allow_origin",
+                "",
+            ),
+        ];
+        let mut line = String::from("[");
+        for (on, name, detail) in parts {
+            if on {
+                if line.len() > 1 {
+                    line.push(',');
+                }
+                line.push_str(name);
+                line.push_str(detail);
+            }
         }
-        if self.traceresponse {
-            parts.push("traceresponse".to_string());
-        }
-        if let Some(link) = &self.link {
-            parts.push(format!("link:{}", link.header));
-        }
-        if self.timing_allow_origin.is_some() {
-            parts.push("timing_allow_origin".to_string());
-        }
-        let when = match self.when {
-            When::Sampled => "sampled",
-            When::Always => "always",
-        };
-        format!("[{}] when={when}", parts.join(","))
+        line.push_str(match self.when {
+            When::Sampled => "] when=sampled",
+            When::Always => "] when=always",
+        });
+        line
     }
 }
 
@@ -735,6 +750,15 @@ mod tests {
                 ..sent
             });
         assert_eq!(xray, "1-5759e988-bd862e3fe1be46a994272793");
+    }
+
+    #[test]
+    fn the_error_lists_every_placeholder() {
+        let names: Vec<String> = Placeholder::ALL
+            .iter()
+            .map(|p| format!("{{{}}}", p.name()))
+            .collect();
+        assert_eq!(PLACEHOLDERS, names.join(", "));
     }
 
     #[test]
