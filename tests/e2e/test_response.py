@@ -10,8 +10,8 @@ what actually went upstream, and the formats from the specifications:
   `server-timing: trace;desc=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01`;
   flags: sampled 0x01, random-trace-id 0x02, which a participant that continues a trace
   "MUST set ... to the same value that was found in the incoming traceparent".
-* W3C Trace Context Level 2 (Candidate Recommendation): `traceresponse` carries the same
-  value.
+* The `traceresponse` header of the earlier drafts (the same file before the metric replaced
+  it): `version "-" trace-id "-" child-id "-" trace-flags`, the same value.
 * W3C Server Timing: `server-timing-metric = metric-name *( OWS ";" OWS server-timing-param )`,
   several header lines form one list, and a response may carry several metrics.
 """
