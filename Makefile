@@ -231,6 +231,19 @@ e2e: build envoy
 	    exit 1
 	  fi
 	fi
+	# A real browser reads the response's Server-Timing (tests/e2e/test_response_browser.py).
+	if ! command -v chromium >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> e2e: chromium (the browser test) not found: installing Debian's chromium"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends chromium
+	  else
+	    echo "error: the e2e suite needs chromium (Debian: apt-get install chromium)" >&2
+	    exit 1
+	  fi
+	fi
+	chromium --version
 	echo "==> e2e: pytest tests/e2e"
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 

@@ -8,6 +8,8 @@ answers every request itself, driven by wrk with W3C trace headers. Variants:
   noop-wasm            a proxy-wasm filter that does nothing (benches/wasm/noop): the floor
   tracebridge-default  tracebridge, configuration benches/envoy/tracebridge-default.json
   tracebridge-widest   tracebridge, configuration benches/envoy/tracebridge-widest.json
+  tracebridge-response tracebridge, defaults plus `response` (benches/envoy/tracebridge-response.json):
+                       the trace metric, traceresponse, a link and Timing-Allow-Origin
   lua                  benches/envoy/w3c_translate.lua, the same translation in a Lua filter
 
 Rounds are interleaved (A B C ... A B C ...), each variant visited once per round, and every
@@ -208,6 +210,14 @@ def main_variants() -> list[Variant]:
         Variant(
             "tracebridge-widest",
             wasm_filter("tracebridge", tb, widest_cfg),
+            tb,
+            translates=True,
+        ),
+        Variant(
+            "tracebridge-response",
+            wasm_filter(
+                "tracebridge", tb, (ENVOY_DIR / "tracebridge-response.json").read_text()
+            ),
             tb,
             translates=True,
         ),

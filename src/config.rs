@@ -13,6 +13,7 @@ use crate::budget::Limits;
 use crate::force::ForceConfig;
 use crate::formats::Format;
 use crate::headers::Scan;
+use crate::response::ResponseConfig;
 use crate::rules::{self, Rule};
 use crate::sampling::Threshold;
 use crate::trust::TrustPolicy;
@@ -34,6 +35,8 @@ pub struct Config {
     pub baggage: BaggageConfig,
     /// Header names the rules and the force check read, beyond the trace headers.
     pub custom_headers: Vec<String>,
+    /// `response`: what responses carry; `None` leaves them untouched.
+    pub response: Option<ResponseConfig>,
     /// `extract` then the formats only in `inject`: what a request reads, each format once.
     formats_read: Vec<Format>,
 }
@@ -86,6 +89,7 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
+            response: None,
             formats_read: Vec::new(),
         };
         config.formats_read = formats_read(&config.extract, &config.inject);
@@ -217,7 +221,11 @@ impl Config {
                 format!("must be a JSON object, got {}", type_name(&root)),
             ));
         };
-        check_keys(object, "", &["extract", "inject", "sampling", "baggage"])?;
+        check_keys(
+            object,
+            "",
+            &["extract", "inject", "sampling", "baggage", "response"],
+        )?;
         let mut config = Config::default();
         if let Some(value) = object.get("extract") {
             (config.extract, config.baggage.extract) = format_list(value, "extract")?;
@@ -230,6 +238,9 @@ impl Config {
         }
         if let Some(value) = object.get("sampling") {
             config.sampling = sampling(value, &mut config.custom_headers)?;
+        }
+        if let Some(value) = object.get("response") {
+            config.response = Some(ResponseConfig::from_json(value)?);
         }
         config.formats_read = formats_read(&config.extract, &config.inject);
         Ok(config)
@@ -264,7 +275,7 @@ impl Config {
             (true, true) => BAGGAGE.to_string(),
             (false, true) => format!("{names},{BAGGAGE}"),
         };
-        format!(
+        let mut line = format!(
             "extract=[{}] inject=[{}] sampling.probability={} rules={} trust_incoming={} force={} max_sampled_per_second={}",
             with_baggage(names(&self.extract), self.baggage.extract),
             with_baggage(names(&self.inject), self.baggage.inject),
@@ -273,7 +284,12 @@ impl Config {
             sampling.trust.trust_incoming,
             sampling.force.as_ref().map_or("off", |_| "on"),
             sampling.max_sampled_per_second.map_or("none".to_string(), |n| n.to_string()),
-        )
+        );
+        if let Some(response) = &self.response {
+            line.push_str(" response=");
+            line.push_str(&response.summary());
+        }
+        line
     }
 }
 

@@ -3,9 +3,11 @@
 
 use crate::budget::{Budget, BudgetState, Limits};
 use crate::config::Config;
+use crate::context::TraceContext;
 use crate::header_map::SerializedPairs;
 use crate::headers::{HeaderEdit, RequestHeaders};
 use crate::metrics::{counters, Counter, Event};
+use crate::response::{additions, Present};
 use crate::sampling::Threshold;
 use crate::translate::{translate, Host, RandomSource, Translation};
 use crate::trust::{parse_peer_address, Peer};
@@ -61,10 +63,17 @@ extern "C" {
     ) -> u32;
 }
 
+const HTTP_REQUEST_HEADERS: u32 = 0;
+const HTTP_RESPONSE_HEADERS: u32 = 2;
+
 /// The request's header map as the host serialises it (see [`SerializedPairs`]); `None` when
 /// the host has none to give.
 fn request_header_map() -> Option<Vec<u8>> {
-    const HTTP_REQUEST_HEADERS: u32 = 0;
+    header_map(HTTP_REQUEST_HEADERS)
+}
+
+/// A header map of the current stream (`map_type`: proxy-wasm's `MapType`), read in place.
+fn header_map(map_type: u32) -> Option<Vec<u8>> {
     const STATUS_OK: u32 = 0;
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -72,8 +81,7 @@ fn request_header_map() -> Option<Vec<u8>> {
     // through the SDK's `proxy_on_memory_allocate` (a `Vec<u8>` with that capacity), so this
     // module owns it, as the SDK's own getters assume.
     unsafe {
-        if proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size) != STATUS_OK
-            || data.is_null()
+        if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != STATUS_OK || data.is_null()
         {
             return None;
         }
@@ -250,6 +258,7 @@ impl RootContext for PluginRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(RequestFilter {
             plugin: self.plugin.clone(),
+            sent: None,
         }))
     }
 
@@ -260,6 +269,8 @@ impl RootContext for PluginRoot {
 
 struct RequestFilter {
     plugin: Option<Rc<Plugin>>,
+    /// The context sent upstream, kept only when `response` will put it on the response.
+    sent: Option<TraceContext>,
 }
 
 impl Context for RequestFilter {}
@@ -267,14 +278,42 @@ impl Context for RequestFilter {}
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(plugin) = self.plugin.clone() {
-            self.translate_request(&plugin);
+            let sent = self.translate_request(&plugin);
+            if let (Some(response), Some(sent)) = (&plugin.config.response, sent) {
+                if response.applies(&sent) {
+                    self.sent = Some(sent);
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Nothing kept (no `response`, or a request it does not apply to): no host call.
+        let Some(sent) = self.sent.take() else {
+            return Action::Continue;
+        };
+        let Some(response) = self
+            .plugin
+            .as_ref()
+            .and_then(|p| p.config.response.as_ref())
+        else {
+            return Action::Continue;
+        };
+        // One read of the whole map: the upstream's Server-Timing may span several lines.
+        let map = header_map(HTTP_RESPONSE_HEADERS).unwrap_or_default();
+        let present = Present::scan(SerializedPairs::new(&map), response);
+        for (name, value) in additions(response, &sent, &present) {
+            // Added, never set: the upstream's own lines stay.
+            self.add_http_response_header(name, &value);
         }
         Action::Continue
     }
 }
 
 impl RequestFilter {
-    fn translate_request(&self, plugin: &Plugin) {
+    /// Translates the request's headers; returns the context as it was sent upstream.
+    fn translate_request(&self, plugin: &Plugin) -> Option<TraceContext> {
         // One host call for the whole map: it shows repeated lines, which the single-header
         // getter hides, and its lines are read in place as bytes (no copy per line, and no
         // UTF-8 conversion that could panic; measured 1.3 against 2.9 microseconds for the SDK's
@@ -298,12 +337,14 @@ impl RequestFilter {
                     Some(translation.report.reason.name().as_bytes()),
                 );
                 log_translation(&translation);
+                Some(translation.context)
             }
             Err(_) => {
                 plugin
                     .metrics
                     .increment(Counter::Event(Event::RandomUnavailable));
                 log::warn!("tracebridge: no random bytes from the host; request passed unchanged");
+                None
             }
         }
     }

@@ -37,6 +37,7 @@ pub mod headers;
 pub mod ids;
 pub mod metrics;
 pub mod otel_tracestate;
+pub mod response;
 pub mod rules;
 pub mod sampling;
 pub mod translate;

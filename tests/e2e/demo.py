@@ -3,13 +3,15 @@
     python tests/e2e/demo.py demo   one request per input format, print what the upstream got
     python tests/e2e/demo.py run    stay up for hand-made requests until Ctrl-C
 
-Uses envoy/tracebridge.yaml as it is (plugin configuration included), with the
-ports taken from LISTENER_PORT (10000), ADMIN_PORT (9901) and UPSTREAM_PORT (8080).
+Uses envoy/tracebridge.yaml as it is (plugin configuration included) plus a `response`
+block (DEMO_RESPONSE: the trace metric and a Grafana Tempo link on sampled responses), with
+the ports taken from LISTENER_PORT (10000), ADMIN_PORT (9901) and UPSTREAM_PORT (8080).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -27,8 +29,24 @@ from harness import (  # noqa: E402
     Envoy,
     HarnessError,
     Proxy,
+    Received,
+    render_config,
     require_wasm,
+    wasm_filter_configs,
 )
+from response_upstream import get  # noqa: E402
+
+# What the demo adds to the file's plugin configuration: sampled responses say where their
+# trace is (a Grafana Explore link that opens the trace in a Tempo data source with uid "tempo").
+DEMO_RESPONSE = {
+    "link": {
+        "header": "x-trace-link",
+        "template": "https://grafana.example.com/explore?schemaVersion=1&panes="
+        "%7B%22t%22:%7B%22datasource%22:%22tempo%22,%22queries%22:%5B%7B%22refId%22:%22A%22,"
+        "%22queryType%22:%22traceql%22,%22query%22:%22{trace_id}%22%7D%5D%7D%7D&orgId=1",
+    }
+}
+RESPONSE_HEADERS = ("server-timing", "x-trace-link")
 
 REQUESTS = [
     ("tracecontext", [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
@@ -62,7 +80,15 @@ def _on_signal(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
-def show(title: str, sent, got) -> None:
+def demo_plugin_config() -> str:
+    """The plugin configuration of envoy/tracebridge.yaml, with DEMO_RESPONSE added."""
+    (plugin,) = wasm_filter_configs(render_config(DEFAULT_CONFIG))
+    config = json.loads(plugin["configuration"]["value"])
+    config["response"] = DEMO_RESPONSE
+    return json.dumps(config)
+
+
+def show(title: str, sent, got, response_headers) -> None:
     width = max(len(h) for h in TRACE_HEADERS)
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)))
     if sent:
@@ -74,6 +100,9 @@ def show(title: str, sent, got) -> None:
     for name in TRACE_HEADERS:
         for value in received.get(name, []) or ["-"]:
             print(f"  upstream  {name:<{width}}  {value}")
+    for name in RESPONSE_HEADERS:
+        for value in [v for n, v in response_headers if n == name] or ["-"]:
+            print(f"  response  {name:<{width}}  {value}")
 
 
 def main() -> int:
@@ -115,6 +144,7 @@ def main() -> int:
             admin_port=admin_port,
             concurrency=1,
             source=DEFAULT_CONFIG,
+            plugin_config=demo_plugin_config(),
         )
         try:
             envoy.start()
@@ -127,10 +157,15 @@ def main() -> int:
         if args.mode == "demo":
             print(
                 f"Envoy {envoy.url} (admin {envoy.admin_url}) -> echo upstream "
-                f"127.0.0.1:{upstream.port}; plugin configuration: envoy/{DEFAULT_CONFIG.name}"
+                f"127.0.0.1:{upstream.port}; plugin configuration: envoy/{DEFAULT_CONFIG.name}'s"
+                f" with \"response\": {json.dumps(DEMO_RESPONSE)}"
             )
             for title, headers in REQUESTS:
-                show(title, headers, proxy.send(headers))
+                answer = get(envoy.listener_port, headers)
+                if answer.status != 200:
+                    raise HarnessError(f"HTTP {answer.status}: {answer.body[:300]!r}")
+                got = Received([(n, v) for n, v in json.loads(answer.body)])
+                show(title, headers, got, answer.headers)
             print("\n=== counters " + "=" * 57)
             for name, value in sorted(proxy.counters().items()):
                 print(f"  {name:<40} {value}")
@@ -147,6 +182,7 @@ tracebridge is running; Ctrl-C stops Envoy and the upstream.
 try:
   curl -s -H 'b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1' {envoy.url}/
   curl -s -H 'X-Cloud-Trace-Context: 105445aa7843bc8bf206b12000100000/1;o=1' {envoy.url}/
+  curl -si -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' {envoy.url}/ | grep -iE '^(server-timing|x-trace-link):'
   curl -s {envoy.admin_url}/stats?filter=tracebridge
 """,
             flush=True,

@@ -55,6 +55,16 @@ def test_demo_shows_every_format(wasm, envoy_cmd):
         "Root=1-105445aa-7843bc8bf206b12000100000;Parent=0000000000000001;Sampled=1"
     ) in out, out
     assert "tracebridge.extracted.cloudtrace" in out
+    # The sampled W3C request's response: the trace metric (W3C Trace Context editor's draft,
+    # "Trace Context Server Timing Metric Format") and the Grafana link with its trace id.
+    assert (
+        "response  server-timing          "
+        "trace;desc=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ) in out, out
+    assert (
+        "response  x-trace-link           https://grafana.example.com/explore?schemaVersion=1"
+    ) in out, out
+    assert "%22query%22:%224bf92f3577b34da6a3ce929d0e0e4736%22" in out, out
     assert refused(int(env["ADMIN_PORT"])), "Envoy still answers after the demo"
 
 
