@@ -52,10 +52,11 @@ impl SpanSink {
     ) -> Rc<SpanSink> {
         let node = node_info();
         let attributes = resource::attributes(config.service_name.as_deref(), &node);
+        let described: Vec<String> = attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
         log::info!(
-            "tracebridge: {}; resource {:?}",
+            "tracebridge: {}; resource {}",
             config.summary(),
-            attributes
+            described.join(" ")
         );
         let resource = otlp::resource(&attributes);
         let scope = otlp::scope(SCOPE_NAME, SCOPE_VERSION);
@@ -127,9 +128,9 @@ impl SpanSink {
                 config.timeout,
             ) {
                 Ok(token) => exporter.sent(token, batch.spans, unix_nanos(now)),
-                Err(status) => {
+                Err(_) => {
                     exporter.not_sent(batch.spans);
-                    self.log_health(false, &status);
+                    self.log_health(false, "the host refused the call: no such cluster?");
                 }
             }
         }
@@ -143,9 +144,17 @@ impl SpanSink {
             return;
         };
         if exporter.completed(token, outcome) {
-            let ok =
-                matches!(outcome, Outcome::Answered { status, .. } if (200..300).contains(&status));
-            self.log_health(ok, &outcome);
+            match outcome {
+                Outcome::Answered { status, .. } if (200..300).contains(&status) => {
+                    self.log_health(true, "")
+                }
+                Outcome::Answered { status, .. } => {
+                    self.log_health(false, &format!("HTTP status {status}"))
+                }
+                Outcome::NoAnswer => {
+                    self.log_health(false, "no answer: connection failure, reset or timeout")
+                }
+            }
         }
     }
 
@@ -160,11 +169,11 @@ impl SpanSink {
 
     /// Logs when exports start failing and when they work again, not every failure: a collector
     /// that is down must not flood the log.
-    fn log_health(&self, ok: bool, what: &dyn std::fmt::Debug) {
+    fn log_health(&self, ok: bool, what: &str) {
         let cluster = self.cluster.borrow();
         if !ok && !self.failing.replace(true) {
             log::warn!(
-                "tracebridge: span export to cluster {cluster} failed ({what:?}); failed batches are dropped and counted in {}",
+                "tracebridge: span export to cluster {cluster} failed ({what}); failed batches are dropped and counted in {}",
                 export::EXPORT_FAILED
             );
         } else if ok && self.failing.replace(false) {

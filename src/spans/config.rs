@@ -189,11 +189,15 @@ impl SpansConfig {
     /// One line for the log when the plugin starts.
     pub fn summary(&self) -> String {
         format!(
-            "spans to cluster {} ({}{}), kind {:?}, every {} ms or {} spans, queue {}, timeout {} ms",
+            "spans to cluster {} ({}{}), kind {}, every {} ms or {} spans, queue {}, timeout {} ms",
             self.cluster,
             self.authority,
             self.path,
-            self.kind,
+            match self.kind {
+                KindSetting::Server => "server",
+                KindSetting::Client => "client",
+                KindSetting::Listener => "from the listener",
+            },
             self.flush_interval.as_millis(),
             self.max_batch,
             self.max_queue,

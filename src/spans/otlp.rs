@@ -56,10 +56,14 @@ fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
     (bytes, n + 1)
 }
 
-/// Appends `value` as a base-128 varint.
-pub fn varint(out: &mut Vec<u8>, value: u64) {
-    let (bytes, n) = varint_bytes(value);
-    out.extend_from_slice(&bytes[..n]);
+/// Appends `value` as a base-128 varint (byte by byte: almost every value here is one byte,
+/// and a push is cheaper than copying a slice).
+pub fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 fn varint_len(value: u64) -> usize {

@@ -81,7 +81,15 @@ pub struct OpenSpan {
 
 impl OpenSpan {
     pub fn start(start: &SpanStart) -> OpenSpan {
-        let mut body = Vec::with_capacity(512);
+        let request = &start.request;
+        // Room for the fixed part and every value (the client's url.full repeats the authority
+        // and path), so the span is written without growing its buffer.
+        let len = |value: Option<&[u8]>| value.map_or(0, |v| v.len().min(MAX_VALUE_LEN));
+        let capacity = 512
+            + 2 * (len(request.path) + len(request.authority))
+            + len(request.user_agent)
+            + start.trace_state.map_or(0, str::len);
+        let mut body = Vec::with_capacity(capacity);
         otlp::bytes_field(
             &mut body,
             span::TRACE_ID,
@@ -102,7 +110,6 @@ impl OpenSpan {
                 &parent.value().to_be_bytes(),
             );
         }
-        let request = &start.request;
         let method = request.method.map(|m| text(m));
         let known = method.as_deref().and_then(known_method);
         // `{method}` (no route template is known to a proxy); "HTTP" for other methods.
@@ -156,7 +163,7 @@ impl OpenSpan {
                     attr("url.query", Value::Str(query));
                 }
                 if let Some((address, port)) = request.downstream_peer.and_then(peer_address) {
-                    attr("network.peer.address", Value::Str(&address));
+                    attr("network.peer.address", Value::Str(address));
                     attr("network.peer.port", Value::Int(i64::from(port)));
                 }
                 if let Some(version) = request.protocol.and_then(protocol_version) {
@@ -226,7 +233,7 @@ impl OpenSpan {
                     body,
                     span::ATTRIBUTES,
                     "network.peer.address",
-                    Value::Str(&address),
+                    Value::Str(address),
                 );
                 otlp::attribute(
                     body,
@@ -358,10 +365,17 @@ fn split_authority(authority: &str) -> (Option<&str>, Option<u16>) {
     (Some(host).filter(|h| !h.is_empty()), port)
 }
 
-/// Envoy's `ip:port` address properties; anything else (a pipe name) is not reported.
-fn peer_address(address: &[u8]) -> Option<(String, u16)> {
-    let socket: SocketAddr = std::str::from_utf8(address).ok()?.parse().ok()?;
-    Some((socket.ip().to_string(), socket.port()))
+/// Envoy's `ip:port` address properties (IPv6 in brackets), as Envoy wrote the address;
+/// anything else (a pipe name) is not reported.
+fn peer_address(address: &[u8]) -> Option<(&str, u16)> {
+    let text = std::str::from_utf8(address).ok()?;
+    let socket: SocketAddr = text.parse().ok()?;
+    let (ip, _) = text.rsplit_once(':')?;
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|ip| ip.strip_suffix(']'))
+        .unwrap_or(ip);
+    Some((ip, socket.port()))
 }
 
 /// `HTTP/1.1` → `1.1` (`network.protocol.version`).
@@ -465,11 +479,8 @@ mod tests {
 
     #[test]
     fn peers_and_protocols() {
-        assert_eq!(
-            peer_address(b"10.0.0.7:41234"),
-            Some(("10.0.0.7".into(), 41234))
-        );
-        assert_eq!(peer_address(b"[::1]:8080"), Some(("::1".into(), 8080)));
+        assert_eq!(peer_address(b"10.0.0.7:41234"), Some(("10.0.0.7", 41234)));
+        assert_eq!(peer_address(b"[::1]:8080"), Some(("::1", 8080)));
         assert_eq!(peer_address(b"10.0.0.7"), None);
         assert_eq!(peer_address(b"@pipe"), None);
         assert_eq!(protocol_version(b"HTTP/2"), Some("2"));
