@@ -85,7 +85,9 @@ fn prost_span() -> Vec<u8> {
         trace_id: start.trace_id.value().to_be_bytes().to_vec(),
         span_id: start.span_id.value().to_be_bytes().to_vec(),
         trace_state: start.trace_state.unwrap_or_default().to_string(),
-        parent_span_id: start.parent.map_or(vec![], |p| p.value().to_be_bytes().to_vec()),
+        parent_span_id: start
+            .parent
+            .map_or(vec![], |p| p.value().to_be_bytes().to_vec()),
         flags: 0x301,
         name: text(r.method),
         kind: span::SpanKind::Server as i32,
@@ -101,8 +103,14 @@ fn prost_span() -> Vec<u8> {
             kv("network.peer.port", IntValue(port.parse().unwrap_or(0))),
             kv("network.protocol.version", StringValue("1.1".into())),
             kv("user_agent.original", StringValue(text(r.user_agent))),
-            kv("tracebridge.sampling.reason", StringValue(start.sampling_reason.into())),
-            kv("tracebridge.source_format", StringValue("tracecontext".into())),
+            kv(
+                "tracebridge.sampling.reason",
+                StringValue(start.sampling_reason.into()),
+            ),
+            kv(
+                "tracebridge.source_format",
+                StringValue("tracecontext".into()),
+            ),
             kv("http.response.status_code", IntValue(503)),
             kv("error.type", StringValue("503".into())),
         ],
