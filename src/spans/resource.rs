@@ -103,8 +103,8 @@ mod tests {
 
     #[test]
     fn owners() {
-        // Istio's OWNER for a Deployment's pod (pilot/pkg/model: "kubernetes://apis/apps/v1/
-        // namespaces/<ns>/deployments/<name>"), and the other controller kinds.
+        // The form Istio's sidecar injector writes into OWNER:
+        // "kubernetes://apis/<apiVersion>/namespaces/<ns>/<lower-case kind>s/<name>".
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             (
                 "kubernetes://apis/apps/v1/namespaces/shop/deployments/checkout",
