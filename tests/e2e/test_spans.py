@@ -235,9 +235,10 @@ def test_unsampled_requests_record_nothing_and_keep_the_callers_span(
             # A sampled caller afterwards: its span marks the end of what was recorded.
             _, marker, _ = upstream_ids(send(envoy, [SAMPLED_PARENT]))
             spans = otlp.wait_spans(1)
-            time.sleep(0.3)  # one more flush interval: anything else would have arrived
+            assert wait_counter(envoy, "exported", 1)["exported"] == 1
+            time.sleep(0.3)  # three more flush intervals: anything else would have arrived
             assert [s.span_id for s in otlp.spans()] == [marker]
-            assert span_counters(envoy).get("exported") == 1
+            assert span_counters(envoy)["exported"] == 1
         finally:
             envoy.stop()
     assert len(spans) == 1
