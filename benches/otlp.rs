@@ -10,6 +10,16 @@
 //! message (the reference decodes tracebridge's output to the same span: tests/spans.rs).
 //! Nothing here asserts a timing.
 
+// Test code, where a failed expectation is a failed test: the lints that keep the filter from
+// panicking (Cargo.toml, [lints]) are for the library.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use divan::black_box;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};

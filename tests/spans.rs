@@ -3,6 +3,16 @@
 //! (`opentelemetry-proto`, prost) as the reference reader. Expected values are written out from
 //! the OTLP proto, the HTTP semantic conventions and W3C Trace Context.
 
+// Test code, where a failed expectation is a failed test: the lints that keep the filter from
+// panicking (Cargo.toml, [lints]) are for the library.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;

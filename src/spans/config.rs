@@ -2,6 +2,7 @@
 //! (`spans.cluster: is required`).
 
 use super::export::Limits;
+use crate::config::json::{check_keys, object, type_name};
 use crate::config::ConfigError;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -61,17 +62,6 @@ fn error(path: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn text<'v>(object: &'v Map<String, Value>, key: &str) -> Result<Option<&'v str>, ConfigError> {
     match object.get(key) {
         None => Ok(None),
@@ -108,18 +98,8 @@ fn whole_number(
 impl SpansConfig {
     /// Parses the value of `spans`.
     pub fn from_json(value: &Value) -> Result<SpansConfig, ConfigError> {
-        let Value::Object(object) = value else {
-            return Err(ConfigError {
-                path: "spans".into(),
-                problem: format!("must be an object, got {}", type_name(value)),
-            });
-        };
-        if let Some(key) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(error(
-                key,
-                format!("unknown key; expected one of: {}", KEYS.join(", ")),
-            ));
-        }
+        let object = object(value, "spans")?;
+        check_keys(object, "spans.", KEYS)?;
         let cluster = text(object, "cluster")?.ok_or_else(|| {
             error(
                 "cluster",

@@ -97,7 +97,7 @@ impl Exporter {
         self.scope = scope;
         while self.queue.len() > limits.max_queue {
             self.queue.pop_front();
-            self.counts.dropped += 1;
+            self.counts.dropped = self.counts.dropped.saturating_add(1);
         }
         self.next_flush_at = self
             .next_flush_at
@@ -117,7 +117,7 @@ impl Exporter {
     pub fn push(&mut self, span: Vec<u8>) -> bool {
         if self.queue.len() >= self.limits.max_queue {
             self.queue.pop_front();
-            self.counts.dropped += 1;
+            self.counts.dropped = self.counts.dropped.saturating_add(1);
         }
         self.queue.push_back(span);
         let want = self.queue.len() >= self.limits.max_batch
@@ -142,7 +142,10 @@ impl Exporter {
                 return None;
             }
             self.in_flight = None;
-            self.counts.export_failed += flight.spans as u64;
+            self.counts.export_failed = self
+                .counts
+                .export_failed
+                .saturating_add(flight.spans as u64);
         }
         let interval_over = now >= self.next_flush_at;
         if interval_over {
@@ -176,7 +179,7 @@ impl Exporter {
 
     /// The host refused to send the batch.
     pub fn not_sent(&mut self, spans: usize) {
-        self.counts.export_failed += spans as u64;
+        self.counts.export_failed = self.counts.export_failed.saturating_add(spans as u64);
     }
 
     /// Call `token` ended. Returns false for a call this exporter does not wait for (written
@@ -190,10 +193,13 @@ impl Exporter {
         match outcome {
             Outcome::Answered { status, rejected } if (200..300).contains(&status) => {
                 let rejected = rejected.min(spans);
-                self.counts.exported += spans - rejected;
-                self.counts.export_failed += rejected;
+                self.counts.exported = self
+                    .counts
+                    .exported
+                    .saturating_add(spans.saturating_sub(rejected));
+                self.counts.export_failed = self.counts.export_failed.saturating_add(rejected);
             }
-            _ => self.counts.export_failed += spans,
+            _ => self.counts.export_failed = self.counts.export_failed.saturating_add(spans),
         }
         true
     }

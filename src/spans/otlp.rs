@@ -46,14 +46,18 @@ const STATUS_CODE: u32 = 3;
 /// `value` as a base-128 varint: the bytes, and how many of them are used.
 fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
     let mut bytes = [0u8; 10];
-    let mut n = 0;
-    while value >= 0x80 {
-        bytes[n] = (value as u8) | 0x80;
+    let mut n: usize = 0;
+    // A u64 takes at most ten 7-bit groups, so the loop ends by the last slot.
+    for slot in bytes.iter_mut() {
+        n = n.saturating_add(1);
+        if value < 0x80 {
+            *slot = value as u8;
+            break;
+        }
+        *slot = (value as u8) | 0x80;
         value >>= 7;
-        n += 1;
     }
-    bytes[n] = value as u8;
-    (bytes, n + 1)
+    (bytes, n)
 }
 
 /// Appends `value` as a base-128 varint (byte by byte: almost every value here is one byte,
@@ -67,8 +71,8 @@ pub fn varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 fn varint_len(value: u64) -> usize {
-    // 7 bits per byte, at least one byte.
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+    // 7 bits per byte, at least one byte (leading_zeros of a non-zero value is below 64).
+    (64usize.saturating_sub((value | 1).leading_zeros() as usize)).div_ceil(7)
 }
 
 fn key(out: &mut Vec<u8>, field: u32, wire_type: u8) {
@@ -107,13 +111,19 @@ pub fn message_field(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<
     let at = out.len();
     out.push(0);
     write(out);
+    let body_start = at.saturating_add(1);
     let body_end = out.len();
-    let (prefix, len_bytes) = varint_bytes((body_end - at - 1) as u64);
-    if len_bytes > 1 {
-        out.resize(body_end + len_bytes - 1, 0);
-        out.copy_within(at + 1..body_end, at + len_bytes);
+    let (prefix, len_bytes) = varint_bytes(body_end.saturating_sub(body_start) as u64);
+    let prefix = prefix.get(..len_bytes).unwrap_or_default();
+    // The body moves right by the prefix bytes beyond the one reserved.
+    let shift = len_bytes.saturating_sub(1);
+    if shift > 0 {
+        out.resize(body_end.saturating_add(shift), 0);
+        out.copy_within(body_start..body_end, body_start.saturating_add(shift));
     }
-    out[at..at + len_bytes].copy_from_slice(&prefix[..len_bytes]);
+    if let Some(slot) = out.get_mut(at..at.saturating_add(len_bytes)) {
+        slot.copy_from_slice(prefix);
+    }
 }
 
 /// An attribute value: the two `AnyValue` kinds the filter writes.
@@ -162,7 +172,9 @@ pub fn scope(name: &str, version: &str) -> Vec<u8> {
 }
 
 fn len_field_size(field: u32, len: usize) -> usize {
-    varint_len(u64::from(field) << 3) + varint_len(len as u64) + len
+    varint_len(u64::from(field) << 3)
+        .saturating_add(varint_len(len as u64))
+        .saturating_add(len)
 }
 
 /// `ExportTraceServiceRequest { resource_spans = 1 }` holding one `ResourceSpans { resource = 1;
@@ -174,9 +186,12 @@ pub fn export_request<'s>(
     scope: &[u8],
     spans: impl Iterator<Item = &'s [u8]> + Clone,
 ) -> Vec<u8> {
-    let spans_size: usize = spans.clone().map(|s| len_field_size(2, s.len())).sum();
-    let scope_spans_len = len_field_size(1, scope.len()) + spans_size;
-    let resource_spans_len = len_field_size(1, resource.len()) + len_field_size(2, scope_spans_len);
+    let spans_size = spans.clone().fold(0usize, |sum, s| {
+        sum.saturating_add(len_field_size(2, s.len()))
+    });
+    let scope_spans_len = len_field_size(1, scope.len()).saturating_add(spans_size);
+    let resource_spans_len =
+        len_field_size(1, resource.len()).saturating_add(len_field_size(2, scope_spans_len));
     let mut out = Vec::with_capacity(len_field_size(1, resource_spans_len));
     key(&mut out, 1, LEN);
     varint(&mut out, resource_spans_len as u64);
@@ -204,7 +219,7 @@ impl<'a> Reader<'a> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self.bytes.get(self.at).ok_or(Malformed)?;
-            self.at += 1;
+            self.at = self.at.saturating_add(1);
             value |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
                 return Ok(value);

@@ -85,10 +85,16 @@ impl OpenSpan {
         // Room for the fixed part and every value (the client's url.full repeats the authority
         // and path), so the span is written without growing its buffer.
         let len = |value: Option<&[u8]>| value.map_or(0, |v| v.len().min(MAX_VALUE_LEN));
-        let capacity = 512
-            + 2 * (len(request.path) + len(request.authority))
-            + len(request.user_agent)
-            + start.trace_state.map_or(0, str::len);
+        let repeated = len(request.path).saturating_add(len(request.authority));
+        let capacity = [
+            512,
+            repeated,
+            repeated,
+            len(request.user_agent),
+            start.trace_state.map_or(0, str::len),
+        ]
+        .iter()
+        .fold(0usize, |sum, n| sum.saturating_add(*n));
         let mut body = Vec::with_capacity(capacity);
         otlp::bytes_field(
             &mut body,
@@ -299,7 +305,11 @@ fn known_method(method: &str) -> Option<&'static str> {
 /// `bytes` as text (invalid UTF-8 replaced, since protobuf strings must be UTF-8), cut to
 /// [`MAX_VALUE_LEN`].
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    match String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_VALUE_LEN + 4)]) {
+    // A few bytes past the limit, so a character the limit cuts is still whole here.
+    let head = bytes
+        .get(..MAX_VALUE_LEN.saturating_add(4))
+        .unwrap_or(bytes);
+    match String::from_utf8_lossy(head) {
         Cow::Borrowed(s) => Cow::Borrowed(truncate(s)),
         Cow::Owned(s) => Cow::Owned(truncate(&s).to_string()),
     }
@@ -309,19 +319,20 @@ fn truncate(s: &str) -> &str {
     if s.len() <= MAX_VALUE_LEN {
         return s;
     }
-    let mut end = MAX_VALUE_LEN;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    // A character is at most 4 bytes: one of these is a boundary (0 always is).
+    let end = (0..=MAX_VALUE_LEN)
+        .rev()
+        .find(|&end| s.is_char_boundary(end))
+        .unwrap_or(0);
+    s.get(..end).unwrap_or_default()
 }
 
 /// `:path` split into `url.path` and `url.query` (without the `?`; absent when empty).
 fn split_path(path: &[u8]) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
-    match path.iter().position(|&b| b == b'?') {
-        Some(q) => (
-            Some(text(&path[..q])),
-            Some(text(&path[q + 1..])).filter(|query| !query.is_empty()),
+    match crate::bytes::split_once(path, b'?') {
+        Some((path, query)) => (
+            Some(text(path)),
+            Some(text(query)).filter(|query| !query.is_empty()),
         ),
         None => (Some(text(path)), None),
     }
