@@ -229,7 +229,9 @@ impl Config {
         check_keys(
             object,
             "",
-            &["extract", "inject", "sampling", "baggage", "response", "spans"],
+            &[
+                "extract", "inject", "sampling", "baggage", "response", "spans",
+            ],
         )?;
         let mut config = Config::default();
         if let Some(value) = object.get("extract") {
