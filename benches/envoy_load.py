@@ -11,6 +11,11 @@ answers every request itself, driven by wrk with W3C trace headers. Variants:
   tracebridge-response tracebridge, defaults plus `response` (benches/envoy/tracebridge-response.json):
                        the trace metric, traceresponse, a link and Timing-Allow-Origin
   lua                  benches/envoy/w3c_translate.lua, the same translation in a Lua filter
+  tracebridge-spans-p* tracebridge reporting its own spans (benches/envoy/tracebridge-spans-*.json),
+                       at p = 0.01 and p = 1, side by side with
+  envoy-otel-p*        Envoy's OpenTelemetry tracer at the same rates (benches/envoy/tracing/);
+                       both export OTLP/HTTP to the same receiver (front-spans.yaml), and their
+                       requests carry no trace context, so every decision is the proxy's
 
 Rounds are interleaved (A B C ... A B C ...), each variant visited once per round, and every
 figure is a median over rounds: requests/s and p50/p99 latency from wrk, and the CPU time of
@@ -77,6 +82,8 @@ REQUEST_HEADERS = [
     ("accept", "application/json"),
     ("accept-encoding", "gzip, deflate, br"),
 ]
+# The span variants' request: the same without trace context.
+NO_TRACE_HEADERS = [(n, v) for n, v in REQUEST_HEADERS if n not in ("traceparent", "tracestate")]
 # What the upstream must see from a translating variant (the Cloud Trace span id is
 # 0x00f067aa0ba902b7 in decimal).
 EXPECTED_UPSTREAM = {
@@ -191,6 +198,38 @@ class Variant:
     filters: str  # YAML list items (may be empty)
     module: Path | None = None
     translates: bool = False  # whether /check must show the translated headers
+    front: str = "front.yaml"  # the front proxy's template
+    tracing: str = ""  # the HCM's `tracing:` block (front-spans.yaml)
+    request_headers: list | None = None  # None: REQUEST_HEADERS
+
+
+def span_variants() -> list[Variant]:
+    """tracebridge's spans and Envoy's OpenTelemetry tracer at p = 0.01 and p = 1, on requests
+    without trace context: every request is a root decided by the proxy."""
+    tb = tracebridge_wasm()
+    otel = (ENVOY_DIR / "tracing" / "opentelemetry.yaml").read_text()
+    variants = []
+    for label, percent in (("p001", "1"), ("p1", "100")):
+        spans_cfg = (ENVOY_DIR / f"tracebridge-spans-{label}.json").read_text()
+        variants.append(
+            Variant(
+                f"tracebridge-spans-{label}",
+                wasm_filter("tracebridge", tb, spans_cfg),
+                tb,
+                front="front-spans.yaml",
+                request_headers=NO_TRACE_HEADERS,
+            )
+        )
+        variants.append(
+            Variant(
+                f"envoy-otel-{label}",
+                "",
+                front="front-spans.yaml",
+                tracing=fill(otel, {"PERCENT": percent}),
+                request_headers=NO_TRACE_HEADERS,
+            )
+        )
+    return variants
 
 
 def main_variants() -> list[Variant]:
@@ -222,7 +261,7 @@ def main_variants() -> list[Variant]:
             translates=True,
         ),
         Variant("lua", lua_filter(), translates=True),
-    ]
+    ] + span_variants()
 
 
 PROBES = [
@@ -288,6 +327,7 @@ class Envoy:
         self.log_path = workdir / f"{safe}.log"
         self.cpus = cpus
         self.proc: subprocess.Popen | None = None
+        self.request_headers: list | None = None  # None: REQUEST_HEADERS
 
     def start(self) -> "Envoy":
         self.config_path.write_text(self.config_text)
@@ -421,7 +461,7 @@ def run_wrk(
     # wrk takes whole seconds.
     cmd = [wrk_command(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     cmd.append("--latency")
-    for name, value in REQUEST_HEADERS:
+    for name, value in envoy.request_headers or REQUEST_HEADERS:
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(f"http://127.0.0.1:{envoy.port}/")
     cpu_before = envoy.cpu_seconds()
@@ -474,6 +514,14 @@ def check_translation(envoy: Envoy) -> dict[str, str]:
             for name, value in response.headers.items()
             if name.lower().startswith("seen-") and value not in ("", "-")
         }
+
+
+def span_stats(envoy: Envoy) -> str:
+    """The exporter counters of a span variant: tracebridge's, or Envoy's tracer's."""
+    url = f"http://127.0.0.1:{envoy.admin_port}/stats?filter=tracebridge.spans|tracing.opentelemetry"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return ", ".join(line.strip().replace("wasmcustom.", "") for line in lines) or "(none)"
 
 
 TIMED_OPERATIONS = [
@@ -614,9 +662,12 @@ def measure_load(
 # ---------------------------------------------------------------------------------------------
 
 
-def front_config(filters: str, upstream_port: int) -> str:
-    template = (ENVOY_DIR / "front.yaml").read_text()
+def front_config(
+    filters: str, upstream_port: int, front: str = "front.yaml", tracing: str = ""
+) -> str:
+    template = (ENVOY_DIR / front).read_text()
     text = indent_at_placeholder(template, "__HTTP_FILTERS__", filters)
+    text = indent_at_placeholder(text, "__TRACING__", tracing)
     return text.replace("__UPSTREAM_PORT__", str(upstream_port))
 
 
@@ -732,9 +783,10 @@ def main() -> int:
         if args.rounds > 0:
             fronts = []
             for v in variants:
-                fronts.append(
-                    Envoy(v.name, front_config(v.filters, upstream.port), workdir, front_cpus).start()
-                )
+                config = front_config(v.filters, upstream.port, v.front, v.tracing)
+                front = Envoy(v.name, config, workdir, front_cpus)
+                front.request_headers = v.request_headers
+                fronts.append(front.start())
             print("\nWhat the upstream received for the benchmark request (GET /check):")
             for v, envoy in zip(variants, fronts):
                 seen = check_translation(envoy)
@@ -762,6 +814,10 @@ def main() -> int:
                 ("tracebridge-widest", "noop-wasm", 0.97),
                 ("tracebridge-default", "lua", 1.3),
                 ("tracebridge-widest", "lua", 1.3),
+                # Translation, consistent sampling and spans should cost no more than Envoy's
+                # tracer doing less.
+                ("tracebridge-spans-p001", "envoy-otel-p001", 1.0),
+                ("tracebridge-spans-p1", "envoy-otel-p1", 1.0),
             ]
             report["targets"] = []
             for a, b, goal in targets:
@@ -777,6 +833,11 @@ def main() -> int:
                     print(f"    {r.variant:<20} {extra:+.1f} us")
             floor = paired_diff(by_name["noop-wasm"], by_name["none"])
             print(f"    (noop-wasm itself: {floor:+.1f} us over no filter)")
+            print("  span counters of the span variants after the rounds (and one more flush):")
+            time.sleep(1.5)  # both exporters flush at least every second
+            for v, envoy in zip(variants, fronts):
+                if v.front == "front-spans.yaml":
+                    print(f"    {v.name:<24} {span_stats(envoy)}")
             report["main"] = [
                 {"variant": r.variant, "runs": [vars(run) for run in r.runs]} for r in results
             ]

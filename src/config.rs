@@ -4,7 +4,8 @@
 //! This module parses the top level (`extract`, `inject`, `sampling`, `baggage`) and the
 //! `sampling` scalars; each feature parses its own section next to its code, with the helpers in
 //! [`json`]: rules in [`crate::rules`], `sampling.force` in [`crate::force`],
-//! `sampling.trusted_sources` in [`crate::trust`], `baggage` in [`crate::baggage`].
+//! `sampling.trusted_sources` in [`crate::trust`], `baggage` in [`crate::baggage`], `spans` in
+//! [`crate::spans::config`].
 
 pub mod json;
 
@@ -16,6 +17,7 @@ use crate::headers::Scan;
 use crate::response::ResponseConfig;
 use crate::rules::{self, Rule};
 use crate::sampling::Threshold;
+use crate::spans::config::SpansConfig;
 use crate::trust::TrustPolicy;
 pub use json::ConfigError;
 use json::{boolean, check_keys, error, object, positive_integer, probability, type_name};
@@ -37,6 +39,8 @@ pub struct Config {
     pub custom_headers: Vec<String>,
     /// `response`: what responses carry; `None` leaves them untouched.
     pub response: Option<ResponseConfig>,
+    /// `spans`: the proxy's own spans (`None`: none are recorded).
+    pub spans: Option<SpansConfig>,
     /// `extract` then the formats only in `inject`: what a request reads, each format once.
     formats_read: Vec<Format>,
 }
@@ -90,6 +94,7 @@ impl Default for Config {
             baggage: BaggageConfig::default(),
             custom_headers: Vec::new(),
             response: None,
+            spans: None,
             formats_read: Vec::new(),
         };
         config.formats_read = formats_read(&config.extract, &config.inject);
@@ -224,7 +229,9 @@ impl Config {
         check_keys(
             object,
             "",
-            &["extract", "inject", "sampling", "baggage", "response"],
+            &[
+                "extract", "inject", "sampling", "baggage", "response", "spans",
+            ],
         )?;
         let mut config = Config::default();
         if let Some(value) = object.get("extract") {
@@ -241,6 +248,9 @@ impl Config {
         }
         if let Some(value) = object.get("response") {
             config.response = Some(ResponseConfig::from_json(value)?);
+        }
+        if let Some(value) = object.get("spans") {
+            config.spans = Some(SpansConfig::from_json(value)?);
         }
         config.formats_read = formats_read(&config.extract, &config.inject);
         Ok(config)

@@ -1,6 +1,8 @@
 //! The thin proxy-wasm layer: configuration and metrics at `on_configure`, and per request one
 //! read of the header map, one call into the transport-free core, and the resulting edits.
 
+mod spans;
+
 use crate::budget::{Budget, BudgetState, Limits};
 use crate::config::Config;
 use crate::context::TraceContext;
@@ -9,14 +11,16 @@ use crate::headers::{HeaderEdit, RequestHeaders};
 use crate::metrics::{counters, Counter, Event};
 use crate::response::{additions, Present};
 use crate::sampling::Threshold;
+use crate::spans::record::OpenSpan;
 use crate::translate::{translate, Host, RandomSource, Translation};
 use crate::trust::{parse_peer_address, Peer};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use spans::SpanSink;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -89,9 +93,15 @@ fn header_map(map_type: u32) -> Option<Vec<u8>> {
     }
 }
 
-fn unix_seconds(now: std::time::SystemTime) -> u64 {
+fn unix_seconds(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn unix_nanos(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 /// The proxy-wide budget in shared data (one copy per VM, seen by every worker), updated with
@@ -198,14 +208,38 @@ struct Plugin {
     config: Config,
     metrics: Metrics,
     budget: SharedBudget,
+    needs_budget: bool,
+    spans: Option<Rc<SpanSink>>,
 }
 
 #[derive(Default)]
 struct PluginRoot {
     plugin: Option<Rc<Plugin>>,
+    /// The worker's span queue; it outlives a reconfiguration, so queued spans are not lost.
+    spans: Option<Rc<SpanSink>>,
+    /// The tick period of the configuration (`None`: no tick).
+    tick: Option<Duration>,
 }
 
-impl Context for PluginRoot {}
+impl Context for PluginRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // The only calls the filter makes are span exports.
+        if let (Some(sink), Some(plugin)) = (&self.spans, &self.plugin) {
+            sink.completed(token_id, num_headers, body_size);
+            sink.export(
+                plugin.config.spans.as_ref(),
+                self.tick,
+                self.get_current_time(),
+            );
+        }
+    }
+}
 
 impl RootContext for PluginRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -229,14 +263,31 @@ impl RootContext for PluginRoot {
                     limits,
                     cap: Cell::new(Threshold::ALWAYS),
                 };
+                let now = self.get_current_time();
                 if needs_budget {
-                    budget.refresh(unix_seconds(self.get_current_time()));
-                    self.set_tick_period(TICK);
+                    budget.refresh(unix_seconds(now));
                 }
+                self.spans = config
+                    .spans
+                    .as_ref()
+                    .map(|spans| SpanSink::for_config(self.spans.as_ref(), spans, now));
+                let tick = match (needs_budget, &config.spans) {
+                    (true, Some(spans)) => Some(TICK.min(spans.flush_interval)),
+                    (true, None) => Some(TICK),
+                    (false, Some(spans)) => Some(spans.flush_interval),
+                    (false, None) => None,
+                };
+                if tick.is_some() || self.tick.is_some() {
+                    // Zero stops the ticks of a previous configuration that needed them.
+                    self.set_tick_period(tick.unwrap_or(Duration::ZERO));
+                }
+                self.tick = tick;
                 self.plugin = Some(Rc::new(Plugin {
                     config,
                     metrics: Metrics::define(),
                     budget,
+                    needs_budget,
+                    spans: self.spans.clone(),
                 }));
                 true
             }
@@ -250,8 +301,12 @@ impl RootContext for PluginRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(plugin) = &self.plugin {
-            plugin.budget.refresh(unix_seconds(self.get_current_time()));
+        let now = self.get_current_time();
+        if let Some(plugin) = self.plugin.as_ref().filter(|plugin| plugin.needs_budget) {
+            plugin.budget.refresh(unix_seconds(now));
+        }
+        if let (Some(sink), Some(plugin)) = (&self.spans, &self.plugin) {
+            sink.export(plugin.config.spans.as_ref(), self.tick, now);
         }
     }
 
@@ -259,6 +314,7 @@ impl RootContext for PluginRoot {
         Some(Box::new(RequestFilter {
             plugin: self.plugin.clone(),
             sent: None,
+            span: None,
         }))
     }
 
@@ -271,6 +327,8 @@ struct RequestFilter {
     plugin: Option<Rc<Plugin>>,
     /// The context sent upstream, kept only when `response` will put it on the response.
     sent: Option<TraceContext>,
+    /// The proxy's span for this request, between the request headers and the stream's end.
+    span: Option<OpenSpan>,
 }
 
 impl Context for RequestFilter {}
@@ -309,25 +367,41 @@ impl HttpContext for RequestFilter {
         }
         Action::Continue
     }
+
+    /// The stream is complete (Envoy calls this when it writes the access log).
+    fn on_log(&mut self) {
+        let sink = self
+            .plugin
+            .as_ref()
+            .and_then(|plugin| plugin.spans.as_ref());
+        if let (Some(span), Some(sink)) = (self.span.take(), sink) {
+            spans::finish(sink, span, self.get_current_time());
+        }
+    }
 }
 
 impl RequestFilter {
     /// Translates the request's headers; returns the context as it was sent upstream.
-    fn translate_request(&self, plugin: &Plugin) -> Option<TraceContext> {
+    fn translate_request(&mut self, plugin: &Plugin) -> Option<TraceContext> {
         // One host call for the whole map: it shows repeated lines, which the single-header
         // getter hides, and its lines are read in place as bytes (no copy per line, and no
         // UTF-8 conversion that could panic; measured 1.3 against 2.9 microseconds for the SDK's
         // copying getter).
         let map = request_header_map().unwrap_or_default();
         let headers = RequestHeaders::scan(SerializedPairs::new(&map), plugin.config.scan());
+        let now = self.get_current_time();
         let mut host = Host {
             random: &mut HostRandom,
             peer: &mut HostPeer,
             budget: &mut RequestBudget(&plugin.budget),
-            unix_seconds: unix_seconds(self.get_current_time()),
+            unix_seconds: unix_seconds(now),
         };
         match translate(&plugin.config, &headers, &mut host) {
             Ok(translation) => {
+                if let Some(own_span) = translation.own_span {
+                    self.span =
+                        spans::start(&plugin.config, &map, &headers, &translation, own_span, now);
+                }
                 self.apply(&translation.edits);
                 for counter in counters(&translation.report) {
                     plugin.metrics.increment(counter);

@@ -40,6 +40,7 @@ pub mod otel_tracestate;
 pub mod response;
 pub mod rules;
 pub mod sampling;
+pub mod spans;
 pub mod translate;
 pub mod trust;
 

@@ -497,3 +497,31 @@ fn an_agreeing_request_allocates_nothing() {
     assert_eq!(translation.edits, vec![], "the headers already agree");
     assert_eq!(allocations, 0);
 }
+
+/// `spans` adds nothing to a request it does not record: with `spans` configured, every
+/// unsampled request makes the same edits with the same number of allocations as without it.
+#[test]
+fn spans_cost_nothing_on_unsampled_requests() {
+    let without = Config::from_json(br#"{"sampling": {"probability": 0}}"#).unwrap();
+    let with = Config::from_json(
+        br#"{"sampling": {"probability": 0}, "spans": {"cluster": "otel-collector"}}"#,
+    )
+    .unwrap();
+    let mut unsampled = 0;
+    for (name, trace) in extraction_inputs() {
+        let pairs = with_ordinary(&trace);
+        let headers = RequestHeaders::scan(pairs.iter().copied(), with.scan());
+        let (plain, plain_allocations) = counted_translate(&without, &headers, &mut Counter(0xab));
+        let (spanned, spanned_allocations) = counted_translate(&with, &headers, &mut Counter(0xab));
+        if plain.context.decision.is_sampled() {
+            // A sampled caller: this request is recorded (tests/spans.rs).
+            assert!(spanned.own_span.is_some(), "{name}");
+            continue;
+        }
+        unsampled += 1;
+        assert_eq!(spanned.own_span, None, "{name}");
+        assert_eq!(spanned.edits, plain.edits, "{name}");
+        assert_eq!(spanned_allocations, plain_allocations, "{name}");
+    }
+    assert!(unsampled >= 10, "only {unsampled} unsampled inputs");
+}

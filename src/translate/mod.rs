@@ -116,6 +116,16 @@ pub struct Translation {
     pub context: TraceContext,
     pub edits: Vec<HeaderEdit>,
     pub report: Report,
+    /// The proxy's own span (`spans` configured, request sampled).
+    pub own_span: Option<OwnSpan>,
+}
+
+/// The span the proxy reports for a sampled request. Its id is the context's span id, so every
+/// injected format names it as the upstream's parent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OwnSpan {
+    /// The caller's span; `None` when the trace starts here or the caller named no span.
+    pub parent: Option<SpanId>,
 }
 
 /// A new trace id and span id from one draw of randomness (one host call instead of two).
@@ -169,7 +179,8 @@ pub fn translate(
     let extractions = Extractions::read(config.formats_read(), headers);
     let candidate = choose(&config.extract, &extractions);
     let trust = trust(config, headers, candidate, host.peer, host.unix_seconds);
-    let decided = decide(config, headers, host, &trust)?;
+    let mut decided = decide(config, headers, host, &trust)?;
+    let own_span = own_span(config, &mut decided, host);
     let written = write(config, headers, &extractions, &trust, &decided);
     let sampling = decided.sampling;
     let report = Report {
@@ -190,5 +201,25 @@ pub fn translate(
         context: decided.context,
         edits: written.edits,
         report,
+        own_span,
+    })
+}
+
+/// With `spans` configured, a sampled request gets the proxy's own span: a new span id whose
+/// parent is the caller's. A span id the filter generated itself (a new trace, or a caller that
+/// sent none) names no reported span, so it becomes the proxy span's id, without a parent.
+/// Unsampled requests keep the caller's span id, as without `spans`: nothing is recorded, and a
+/// new id would name a span nobody reports. Without randomness there is no span.
+fn own_span(config: &Config, decided: &mut Decided, host: &mut Host) -> Option<OwnSpan> {
+    if config.spans.is_none() || !decided.context.decision.is_sampled() {
+        return None;
+    }
+    if decided.trace_started || decided.span_generated {
+        return Some(OwnSpan { parent: None });
+    }
+    let span_id = new_span_id(host.random).ok()?;
+    let parent = std::mem::replace(&mut decided.context.span_id, span_id);
+    Some(OwnSpan {
+        parent: Some(parent),
     })
 }

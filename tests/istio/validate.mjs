@@ -433,6 +433,18 @@ function wasmPluginRules(doc, context, errors, configs) {
       errors.push(`${where}: ${which} tracing disableContextPropagation: true (Istio 1.30+) or disableSpanReporting: true for ${uncovered.join(" and ")} traffic; Envoy's tracer would overwrite the filter's headers`);
     }
   }
+  // A plugin that reports the proxy's spans: Envoy's tracer must not report a second one,
+  // whichever of the alternative Telemetries is applied.
+  if (spec.pluginConfig?.spans !== undefined) {
+    for (const telemetry of telemetries.length > 0 ? telemetries : [undefined]) {
+      const silenced = modesWith(telemetry?.body.spec?.tracing ?? [], "disableSpanReporting");
+      const reporting = [...needed].filter((mode) => !silenced.has(mode));
+      if (reporting.length > 0) {
+        const which = telemetry ? `${telemetry.file} does not set` : "no Telemetry with the same namespace and selector sets";
+        errors.push(`${where}: pluginConfig.spans reports the proxy's spans, but ${which} tracing disableSpanReporting: true for ${reporting.join(" and ")} traffic; Envoy's tracer would report a second span per request`);
+      }
+    }
+  }
   // Metrics for the selected workloads.
   if (!context.deployments.some((d) => proxyConfigAnnotationErrors(d, "").length === 0)) {
     errors.push(`${where}: no Deployment (patch) in ${doc.dir} exposes wasmcustom.tracebridge.* with proxy.istio.io/config`);
@@ -587,6 +599,7 @@ const NEGATIVE = [
   ["WasmPlugin url tag other than Cargo.toml's version", /is not the crate's version/, (docs) => { find(docs, wasm("owner")).spec.url = "oci://registry.example.com/platform/tracebridge:0.0.0-old"; }],
   ["gateway WasmPlugin match mode SERVER", /match mode SERVER never applies/, (docs) => { find(docs, wasm("gateway")).spec.match = [{ mode: "SERVER" }]; }],
   ["gateway WasmPlugin HOST variable nobody sets", /no Deployment here sets it/, (docs) => { find(docs, wasm("gateway")).spec.vmConfig.env[0].name = "TRACEBRIDGE_FORCE_NOBODY"; }],
+  ["spans WasmPlugin whose Telemetry still reports Envoy's spans", /would report a second span per request/, (docs) => { delete find(docs, inFile("spans/telemetry.yaml")).spec.tracing[0].disableSpanReporting; }],
   ["WasmPlugin without its Telemetry", /no Telemetry with the same namespace and selector/, (docs) => {
     for (const doc of docs.filter(kind("Telemetry", "gateway"))) doc.body.spec.selector.matchLabels = { istio: "egressgateway" };
   }],
