@@ -32,7 +32,8 @@ pub struct Decided {
     pub sampling: Sampling,
     /// No context was continued: new trace and span ids.
     pub trace_started: bool,
-    /// The continued context had no span id (a load balancer's first hop): a new one.
+    /// The span id is one the filter made for a trace id it did not start: the continued
+    /// context had none (a load balancer's first hop), or only the trace id was kept.
     pub span_generated: bool,
     /// Explicit randomness (`rv`) drawn for an adopted trace id, to travel in `tracestate`.
     pub randomness: Option<u64>,
@@ -183,7 +184,7 @@ fn adopt_trace(
         },
         sampling,
         trace_started: false,
-        span_generated: false,
+        span_generated: true,
         randomness: Some(rv),
         threshold_erased: false,
         force: None,
@@ -743,7 +744,7 @@ mod tests {
             let span = u64::from_be_bytes([first; 8]);
             assert_eq!(got.context.span_id, SpanId::new(span).unwrap(), "{case}");
             assert!(!got.context.random_trace_id, "{case}");
-            assert!(!got.trace_started && !got.span_generated, "{case}");
+            assert!(!got.trace_started && got.span_generated, "{case}");
         }
         // The rule that set the probability is still reported.
         let got = run_drawing(rule, adopting(), &mut open_budget(), 1);

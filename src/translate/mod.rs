@@ -236,8 +236,9 @@ pub fn translate(
 }
 
 /// With `spans` configured, a sampled request gets the proxy's own span: a new span id whose
-/// parent is the caller's. A span id the filter generated itself (a new trace, or a caller that
-/// sent none) names no reported span, so it becomes the proxy span's id, without a parent.
+/// parent is the caller's. A span id the filter generated itself (a new trace, a caller that
+/// sent none, or a kept trace id) names no reported span, so it becomes the proxy span's id,
+/// without a parent.
 /// Unsampled requests keep the caller's span id, as without `spans`: nothing is recorded, and a
 /// new id would name a span nobody reports. Without randomness there is no span.
 fn own_span(config: &Config, decided: &mut Decided, host: &mut Host) -> Option<OwnSpan> {
