@@ -67,6 +67,8 @@ MESH_CONFIG = {
 }
 
 RV_STATE = re.compile(r"^ot=(?:th:([0-9a-f]{1,14});)?rv:([0-9a-f]{14})$")
+REASON_KEY = "wasm.tracebridge.sampling_reason"
+ACCESS_LOG = f"%REQ(:PATH)% %FILTER_STATE({REASON_KEY}:PLAIN)%\n"
 
 
 class Chain:
@@ -79,7 +81,12 @@ class Chain:
             self.mesh = self._start(root / "mesh", upstream_port, MESH_CONFIG)
             self.tap = Tap(self.mesh.envoy.listener_port).start()
             self.edge = self._start(
-                root / "edge", self.tap.port, EDGE_CONFIG, env={ENV: SECRET}, host_env_keys=[ENV]
+                root / "edge",
+                self.tap.port,
+                EDGE_CONFIG,
+                env={ENV: SECRET},
+                host_env_keys=[ENV],
+                access_log_format=ACCESS_LOG,
             )
         except BaseException:
             self.stop()
@@ -327,6 +334,25 @@ def test_load_balancer_trace_ids_are_kept_and_decided_with_fresh_randomness(chai
     # the caller chose (README: keep tracecontext in extract and inject on every hop).
     xray_only = at_mesh(chain, [alb(trace, ";Parent=00f067aa0ba902b7") for trace, _ in kept[:20]])
     assert all(got.get("x-b3-sampled") == "1" for got in xray_only), xray_only[:2]
+
+
+def test_the_access_log_shows_adopted_trace_id(chain):
+    """The reason is in Envoy filter state too (README "Seeing why"), for access logs."""
+    path = f"/adopted/{time.time_ns()}"
+    client = Client("127.0.0.1", chain.edge.envoy.listener_port)
+    try:
+        status, body = client.request_raw(alb(chosen_id(random.Random(7))), path=path)
+    finally:
+        client.close()
+    assert status == 200, body[:300]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logged = [line for line in chain.edge.envoy.access_log_lines() if line.startswith(path)]
+        if logged:
+            assert logged == [f"{path} adopted_trace_id"], logged
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} not logged: {chain.edge.envoy.access_log_lines()[-5:]}")
 
 
 # ---------------------------------------------------------------------------
