@@ -9,7 +9,7 @@
 #   make test    unit + e2e + istio-check + image-check (the test command CI runs)
 #   make demo    one request per trace format through Envoy, show what the upstream got
 #   make run     Envoy + echo upstream in the foreground for your own curl requests
-#   make demo-multicloud  one trace: ALB -> EKS (X-Ray) -> GKE (Zipkin B3) -> app, every hop shown
+#   make demo-multicloud  one trace: ALB -> EKS gateway -> EKS (X-Ray) -> GKE (Zipkin B3) -> app, every hop shown
 #   make istio-check  validate envoy/istio/ against Istio's CRD schemas and the filter's parser
 #   make image   OCI image of the module for Istio's WasmPlugin (target/image); image-check inspects it
 #   make bench   Envoy load benchmark: no filter, no-op wasm, tracebridge, Lua (see README)

@@ -54,6 +54,8 @@ pub struct SamplingConfig {
     pub threshold: Threshold,
     pub rules: Vec<Rule>,
     pub trust: TrustPolicy,
+    /// Formats whose trace id an untrusted caller keeps (in `extract` order); empty: none.
+    pub keep_trace_id_from: Vec<Format>,
     pub force: Option<ForceConfig>,
     pub max_sampled_per_second: Option<u64>,
 }
@@ -69,6 +71,7 @@ impl Default for SamplingConfig {
             ),
             rules: Vec::new(),
             trust: TrustPolicy::trust_everyone(),
+            keep_trace_id_from: Vec::new(),
             force: None,
             max_sampled_per_second: None,
         }
@@ -169,11 +172,44 @@ const SAMPLING_KEYS: &[&str] = &[
     "rules",
     "trust_incoming",
     "trusted_sources",
+    "keep_trace_id_from",
     "force",
     "max_sampled_per_second",
 ];
 
-fn sampling(value: &Value, custom: &mut Vec<String>) -> Result<SamplingConfig, ConfigError> {
+/// `sampling.keep_trace_id_from`: trace-context formats, each also in `extract` (a trace id can
+/// only be kept from a format that is read).
+fn keep_trace_id_from(value: &Value, extract: &[Format]) -> Result<Vec<Format>, ConfigError> {
+    const PATH: &str = "sampling.keep_trace_id_from";
+    let (formats, baggage) = format_list(value, PATH)?;
+    if baggage {
+        let i = value
+            .as_array()
+            .and_then(|items| items.iter().position(|item| item == BAGGAGE))
+            .unwrap_or_default();
+        return Err(error(
+            format!("{PATH}[{i}]"),
+            "\"baggage\" carries no trace id; expected a trace-context format",
+        ));
+    }
+    // Baggage is not among them, so an index into `formats` is one into the list.
+    match formats.iter().position(|format| !extract.contains(format)) {
+        Some(i) => Err(error(
+            format!("{PATH}[{i}]"),
+            format!(
+                "format \"{}\" is not in extract, so its trace id is never read",
+                formats.get(i).map_or("", |format| format.name())
+            ),
+        )),
+        None => Ok(formats),
+    }
+}
+
+fn sampling(
+    value: &Value,
+    extract: &[Format],
+    custom: &mut Vec<String>,
+) -> Result<SamplingConfig, ConfigError> {
     let object = object(value, "sampling")?;
     check_keys(object, "sampling.", SAMPLING_KEYS)?;
     let mut sampling = SamplingConfig::default();
@@ -201,6 +237,9 @@ fn sampling(value: &Value, custom: &mut Vec<String>) -> Result<SamplingConfig, C
     }
     if let Some(value) = object.get("trusted_sources") {
         sampling.trust.parse_trusted_sources(value)?;
+    }
+    if let Some(value) = object.get("keep_trace_id_from") {
+        sampling.keep_trace_id_from = keep_trace_id_from(value, extract)?;
     }
     if let Some(value) = object.get("force") {
         sampling.force = Some(ForceConfig::parse(value, custom)?);
@@ -244,7 +283,7 @@ impl Config {
             config.baggage.parse_section(value)?;
         }
         if let Some(value) = object.get("sampling") {
-            config.sampling = sampling(value, &mut config.custom_headers)?;
+            config.sampling = sampling(value, &config.extract, &mut config.custom_headers)?;
         }
         if let Some(value) = object.get("response") {
             config.response = Some(ResponseConfig::from_json(value)?);
@@ -437,6 +476,52 @@ pub(crate) mod tests {
             ),
         ];
         assert_errors(cases);
+    }
+
+    /// Issue 15: `sampling.keep_trace_id_from` names trace-context formats that are read.
+    #[test]
+    fn keep_trace_id_from_lists_formats_in_extract() {
+        let config = Config::from_json(
+            br#"{"extract": ["tracecontext", "xray", "cloudtrace"],
+                "sampling": {"trust_incoming": false, "keep_trace_id_from": ["cloudtrace", "xray"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.sampling.keep_trace_id_from,
+            vec![Format::CloudTrace, Format::XRay]
+        );
+        assert!(Config::default().sampling.keep_trace_id_from.is_empty());
+        // The default extract reads every format.
+        let config =
+            Config::from_json(br#"{"sampling": {"keep_trace_id_from": ["datadog"]}}"#).unwrap();
+        assert_eq!(config.sampling.keep_trace_id_from, vec![Format::Datadog]);
+        assert_errors(&[
+            (
+                r#"{"extract": ["tracecontext", "xray"], "sampling": {"keep_trace_id_from": ["xray", "cloudtrace"]}}"#,
+                "sampling.keep_trace_id_from[1]",
+                "format \"cloudtrace\" is not in extract",
+            ),
+            (
+                r#"{"sampling": {"keep_trace_id_from": ["xray", "alb"]}}"#,
+                "sampling.keep_trace_id_from[1]",
+                "unknown format \"alb\"",
+            ),
+            (
+                r#"{"extract": ["xray", "baggage"], "sampling": {"keep_trace_id_from": ["xray", "baggage"]}}"#,
+                "sampling.keep_trace_id_from[1]",
+                "carries no trace id",
+            ),
+            (
+                r#"{"sampling": {"keep_trace_id_from": ["xray", "xray"]}}"#,
+                "sampling.keep_trace_id_from[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"sampling": {"keep_trace_id_from": "xray"}}"#,
+                "sampling.keep_trace_id_from",
+                "must be a list of format names",
+            ),
+        ]);
     }
 
     #[test]

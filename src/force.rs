@@ -3,8 +3,8 @@
 
 use crate::bytes::rsplit_once;
 use crate::config::json::{
-    check_keys, custom_header, error, header_name, object, positive_integer, string, type_name,
-    ConfigError,
+    boolean, check_keys, custom_header, error, header_name, object, positive_integer, string,
+    type_name, ConfigError,
 };
 use crate::headers::HeaderName;
 use hmac::{Hmac, Mac};
@@ -79,6 +79,9 @@ pub struct ForceConfig {
     pub header_index: usize,
     pub keys: Vec<ForceKey>,
     pub max_per_second: u64,
+    /// A valid token within its limit makes an untrusted caller trusted: its context is
+    /// continued (`sampling.force.trust_context`, default `true`).
+    pub trust_context: bool,
 }
 
 impl ForceConfig {
@@ -88,7 +91,7 @@ impl ForceConfig {
         check_keys(
             object,
             "sampling.force.",
-            &["header", "keys", "max_per_second"],
+            &["header", "keys", "max_per_second", "trust_context"],
         )?;
         let Some(header) = object.get("header") else {
             return Err(error("sampling.force.header", "is required"));
@@ -130,11 +133,16 @@ impl ForceConfig {
             None => DEFAULT_MAX_PER_SECOND,
             Some(value) => positive_integer(value, "sampling.force.max_per_second")?,
         };
+        let trust_context = match object.get("trust_context") {
+            None => true,
+            Some(value) => boolean(value, "sampling.force.trust_context")?,
+        };
         Ok(ForceConfig {
             header,
             header_index,
             keys,
             max_per_second,
+            trust_context,
         })
     }
 }
@@ -261,6 +269,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn trust_context_defaults_to_true() {
+        let parse = |extra: &str| {
+            let text = format!(
+                r#"{{"sampling": {{"force": {{"header": "x-f", "keys": {{"a": "0123456789abcdef"}}{extra}}}}}}}"#
+            );
+            let config = crate::config::Config::from_json(text.as_bytes()).unwrap();
+            config.sampling.force.unwrap().trust_context
+        };
+        assert!(parse(""));
+        assert!(parse(r#", "trust_context": true"#));
+        assert!(!parse(r#", "trust_context": false"#));
+    }
+
     /// Problems in `sampling.force`, named by their field path.
     #[test]
     fn configuration_errors_name_the_field() {
@@ -304,6 +326,11 @@ mod tests {
                 r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "0123456789abcdef"}, "max_per_second": 0}}}"#,
                 "sampling.force.max_per_second",
                 "at least 1",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-f", "keys": {"a": "0123456789abcdef"}, "trust_context": "yes"}}}"#,
+                "sampling.force.trust_context",
+                "true or false",
             ),
         ]);
     }

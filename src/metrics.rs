@@ -14,7 +14,8 @@ listed_enum! {
         InvalidTracestate,
         /// No valid context: the filter started a new trace.
         TraceStarted,
-        /// The context had a trace id but no span id; the filter generated one.
+        /// A trace id without the caller's span id (none sent, or only the trace id kept from an
+        /// untrusted caller); the filter generated one.
         SpanGenerated,
         /// Decisions the filter made itself.
         DecisionSampled,

@@ -123,6 +123,21 @@ pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> 
     (!out.is_empty()).then_some(out)
 }
 
+/// The whole `tracestate` of a trace whose randomness the filter drew: `ot=th:<T>;rv:<R>` when
+/// sampled with `th`, `ot=rv:<R>` otherwise (`rv`: exactly 14 lower-case hex digits).
+pub fn with_randomness(th: Option<Threshold>, rv: u64) -> String {
+    let mut out = String::with_capacity(38);
+    out.push_str("ot=");
+    if let Some(encoded) = th.and_then(Threshold::encode_th) {
+        out.push_str("th:");
+        out.push_str(&encoded);
+        out.push(';');
+    }
+    out.push_str("rv:");
+    crate::ids::write_hex(&mut out, u128::from(rv), 14);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +206,30 @@ mod tests {
                 want,
                 "{lines:?}"
             );
+        }
+    }
+
+    /// OpenTelemetry "TraceState Handling": `rv` is exactly 14 lower-case hex digits (the
+    /// specification's example `ot=rv:6e6d1a75832a2f`), `th` as encoded for `ot=th:c`; both
+    /// read back as written.
+    #[test]
+    fn randomness_table() {
+        let cases: &[(Option<&str>, u64, &str)] = &[
+            (None, 0x6e6d1a75832a2f, "ot=rv:6e6d1a75832a2f"),
+            (Some("c"), 0xd29d6a7215ced0, "ot=th:c;rv:d29d6a7215ced0"),
+            (Some("0"), 0x00000000000001, "ot=th:0;rv:00000000000001"),
+            (
+                Some("fd70a"),
+                0xffffffffffffff,
+                "ot=th:fd70a;rv:ffffffffffffff",
+            ),
+        ];
+        for &(th_in, rv, want) in cases {
+            let got = with_randomness(th_in.and_then(th), rv);
+            assert_eq!(got, want);
+            let read_back = read(&[got.as_bytes()]);
+            assert_eq!(read_back.rv, Some(rv), "{got}");
+            assert_eq!(read_back.th, th_in.and_then(th), "{got}");
         }
     }
 

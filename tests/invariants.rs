@@ -123,6 +123,7 @@ const CONFIGS: &[&str] = &[
     r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"]}"#,
     r#"{"extract": ["grpctracebin", "datadog", "jaeger", "cloudtrace", "xray", "b3multi", "b3", "tracecontext"], "inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"], "sampling": {"probability": 0.5}}"#,
     r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"], "sampling": {"trust_incoming": false, "probability": 0.25}}"#,
+    r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace", "jaeger", "datadog", "grpctracebin"], "sampling": {"trust_incoming": false, "probability": 0.25, "keep_trace_id_from": ["xray", "cloudtrace", "datadog"]}}"#,
 ];
 
 #[test]
@@ -132,6 +133,7 @@ fn every_injected_format_carries_the_same_context() {
         .map(|c| Config::from_json(c.as_bytes()).unwrap())
         .collect();
     let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut adopted = 0;
     for case in 0..20_000 {
         let mut pairs: Vec<(&str, Vec<u8>)> = Vec::new();
         for _ in 0..rng.below(8) {
@@ -189,7 +191,26 @@ fn every_injected_format_carries_the_same_context() {
             continue;
         }
         // Untrusted: the caller's context is never continued, and its debug flag never survives.
-        assert!(translation.report.source.is_none(), "case {case}");
+        // At most its trace id is kept, from a listed format, without the random flag and with
+        // fresh randomness (`rv`) in tracestate (issue 15).
         assert_ne!(want.decision, Decision::Debug, "case {case}");
+        let Some(format) = translation.report.source else {
+            continue;
+        };
+        assert!(
+            config.sampling.keep_trace_id_from.contains(&format),
+            "case {case}: {format:?}"
+        );
+        let Extraction::Context(kept) = format.extract(&headers) else {
+            panic!("case {case}: the kept id's {format:?} header is not valid");
+        };
+        assert_eq!(kept.trace_id, want.trace_id, "case {case}");
+        assert!(!want.random_trace_id, "case {case}");
+        let tracestate = reread.tracestate_lines().unwrap_or_default();
+        let rv = tracebridge::otel_tracestate::read(tracestate).rv;
+        assert!(rv.is_some(), "case {case}: no rv in {tracestate:?}");
+        adopted += 1;
     }
+    // The adopting configuration met enough load balancer headers to mean something.
+    assert!(adopted > 100, "only {adopted} adopted trace ids");
 }

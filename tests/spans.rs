@@ -156,6 +156,17 @@ fn a_new_trace_uses_its_generated_span_id_and_has_no_parent() {
     );
     assert_eq!(t.own_span, Some(OwnSpan { parent: None }));
     assert!(t.report.span_generated);
+    // An untrusted caller's trace id kept (`keep_trace_id_from`): the caller's span id is
+    // dropped, so the generated one (the first 8 random bytes) is the root span's own.
+    let keep = format!(
+        r#"{{"inject": ["tracecontext"], "sampling": {{"probability": 1, "trust_incoming": false,
+            "keep_trace_id_from": ["xray"]}}, {SPANS}}}"#
+    );
+    let alb = "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1";
+    let t = run(&keep, &[("x-amzn-trace-id", alb)], &mut stream());
+    assert_eq!(t.own_span, Some(OwnSpan { parent: None }));
+    assert_eq!(t.context.trace_id.to_hex(), TRACE);
+    assert_eq!(t.context.span_id.to_hex(), "abababababababab");
 }
 
 #[test]

@@ -936,6 +936,261 @@ fn the_hard_limit_caps_sampled_roots_but_not_parents() {
     assert_eq!(out["traceparent"], vec![TRACEPARENT.to_string()]);
 }
 
+// ---- An untrusted caller's trace id, kept (sampling.keep_trace_id_from) ----
+
+/// An untrusted edge that keeps a load balancer's trace id; p = 0.25 is `th:c` (OpenTelemetry
+/// specification, the 1-in-4 row of the threshold table), so R >= 0xc0000000000000 samples.
+const KEEP_ID: &str = r#"{"inject": ["tracecontext", "b3", "b3multi", "xray", "cloudtrace"],
+    "sampling": {"trust_incoming": false, "probability": 0.25,
+        "keep_trace_id_from": ["xray", "cloudtrace"]}}"#;
+
+/// An ALB's Root without Parent, with a chosen id (low 56 bits all ones: sampled at every
+/// probability if the id were the randomness) and a forged `Sampled=1`.
+const ALB_FORGED: &str =
+    "Root=1-5759e988-bd862e3fffffffffffffffff;Sampled=1;Self=1-5759e988-1234;Lineage=a:1";
+const ALB_TRACE: &str = "5759e988bd862e3fffffffffffffffff";
+
+/// The Stream's first 15 bytes are one draw: span id 0xabababababababab, then
+/// rv = 0xababababcdcdcd (below th:c, above th:8).
+const ADOPTED_SPAN: &str = "abababababababab";
+const ADOPTED_RV: &str = "ababababcdcdcd";
+
+#[test]
+fn an_untrusted_albs_trace_id_is_kept_with_fresh_randomness() {
+    let request = text(&[
+        ("x-amzn-trace-id", ALB_FORGED),
+        // a forged W3C context of another trace, with forged explicit randomness
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ffffffffffffff-00f067aa0ba902b7-03",
+        ),
+        ("tracestate", "ot=th:0;rv:ffffffffffffff,evil=1"),
+        ("x-b3-flags", "1"),
+    ]);
+    // R = rv = 0xababababcdcdcd < T = 0xc0000000000000: not sampled, whatever the id says.
+    let (out, report) = run(KEEP_ID, &request);
+    // The spans id in Cloud Trace is unsigned decimal: 0xabababababababab.
+    let want = [
+        ("traceparent", format!("00-{ALB_TRACE}-{ADOPTED_SPAN}-00")),
+        ("tracestate", format!("ot=rv:{ADOPTED_RV}")),
+        ("b3", format!("{ALB_TRACE}-{ADOPTED_SPAN}-0")),
+        ("x-b3-traceid", ALB_TRACE.to_string()),
+        ("x-b3-spanid", ADOPTED_SPAN.to_string()),
+        ("x-b3-sampled", "0".to_string()),
+        (
+            "x-amzn-trace-id",
+            format!("Root=1-5759e988-bd862e3fffffffffffffffff;Parent={ADOPTED_SPAN};Sampled=0"),
+        ),
+        (
+            "x-cloud-trace-context",
+            format!("{ALB_TRACE}/12370169555311111083;o=0"),
+        ),
+    ];
+    let want: Vec<(&str, &str)> = want.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    expect(&out, &want);
+    assert!(!out.contains_key("x-b3-flags"), "{out:#?}");
+    assert_eq!(report.reason, Reason::AdoptedTraceId);
+    assert_eq!(report.source, Some(Format::XRay));
+    assert!(report.untrusted && !report.trace_started);
+    assert_eq!(report.decided, Some(false));
+
+    // At p = 0.5 (th:8) the same randomness samples, and th travels beside rv.
+    let half = KEEP_ID.replace("0.25", "0.5");
+    let (out, report) = run(&half, &request);
+    expect(
+        &out,
+        &[
+            ("traceparent", &format!("00-{ALB_TRACE}-{ADOPTED_SPAN}-01")),
+            ("tracestate", &format!("ot=th:8;rv:{ADOPTED_RV}")),
+            (
+                "x-amzn-trace-id",
+                &format!(
+                    "Root=1-5759e988-bd862e3fffffffffffffffff;Parent={ADOPTED_SPAN};Sampled=1"
+                ),
+            ),
+        ],
+    );
+    assert_eq!(report.decided, Some(true));
+}
+
+#[test]
+fn an_untrusted_google_load_balancers_trace_id_is_kept() {
+    // GCLB's form: TRACE_ID/SPAN_ID;o=OPTIONS (Google Cloud, "Trace context"); the caller's span
+    // and its forced o=1 are dropped.
+    let request = text(&[(
+        "x-cloud-trace-context",
+        "105445aa7843bc8bf206b12000100000/1;o=1",
+    )]);
+    let (out, report) = run(KEEP_ID, &request);
+    expect(
+        &out,
+        &[
+            (
+                "traceparent",
+                "00-105445aa7843bc8bf206b12000100000-abababababababab-00",
+            ),
+            ("tracestate", "ot=rv:ababababcdcdcd"),
+            (
+                "x-cloud-trace-context",
+                "105445aa7843bc8bf206b12000100000/12370169555311111083;o=0",
+            ),
+        ],
+    );
+    assert_eq!(
+        (report.reason, report.source),
+        (Reason::AdoptedTraceId, Some(Format::CloudTrace))
+    );
+    // traceparent is not listed: alone, it still restarts the trace.
+    let (out, report) = run(KEEP_ID, &text(&[("traceparent", TRACEPARENT)]));
+    expect(
+        &out,
+        &[(
+            "traceparent",
+            "00-6b063027abababababababababababab-cdcdcdcdcdcdcdcd-02",
+        )],
+    );
+    assert_eq!(report.reason, Reason::UntrustedRestart);
+}
+
+/// OpenTelemetry "TraceState: Probability Sampling": R is `rv` when present, so a later hop that
+/// decides a context without a decision uses the edge's randomness, not the id's bits; a higher
+/// probability samples a superset. A hop that reads only a format without `tracestate` (here
+/// X-Ray) has no `rv` and falls back to the id's low 56 bits (README, "Sampling at the edge").
+#[test]
+fn a_deferred_decision_downstream_is_made_with_the_edges_rv() {
+    let (edge_out, _) = run(KEEP_ID, &text(&[("x-amzn-trace-id", ALB_FORGED)]));
+    // Something between the hops dropped X-Ray's Sampled: the decision is deferred.
+    let deferred = format!("Root=1-5759e988-bd862e3fffffffffffffffff;Parent={ADOPTED_SPAN}");
+    let traceparent = edge_out["traceparent"][0].clone();
+    let tracestate = edge_out["tracestate"][0].clone();
+    let request: Vec<(&str, &[u8])> = vec![
+        ("x-amzn-trace-id", deferred.as_bytes()),
+        ("traceparent", traceparent.as_bytes()),
+        ("tracestate", tracestate.as_bytes()),
+    ];
+    // rv = 0xababababcdcdcd: T(0.25) = c0.. rejects it, T(0.5) = 80.. and T(0.75) = 40.. keep it.
+    let mut sampled_at = Vec::new();
+    for p in ["0.25", "0.5", "0.75"] {
+        let config = format!(
+            r#"{{"extract": ["xray", "tracecontext"], "sampling": {{"probability": {p}}}}}"#
+        );
+        let (out, report) = run(&config, &request);
+        assert_eq!(report.reason, Reason::Probability, "p {p}");
+        let sampled = out["x-amzn-trace-id"][0].ends_with("Sampled=1");
+        sampled_at.push(sampled);
+        // rv travels on unchanged (specification: "the identical rv value must be set").
+        assert!(
+            out["tracestate"][0].contains(&format!("rv:{ADOPTED_RV}")),
+            "{out:#?}"
+        );
+    }
+    assert_eq!(sampled_at, [false, true, true]);
+    // Reading X-Ray only, the same deferred context is decided by the id: ff.. samples at 0.25.
+    let config = r#"{"extract": ["xray"], "sampling": {"probability": 0.25}}"#;
+    let (out, _) = run(config, &[("x-amzn-trace-id", deferred.as_bytes())]);
+    assert!(out["x-amzn-trace-id"][0].ends_with("Sampled=1"), "{out:#?}");
+}
+
+#[test]
+fn a_valid_token_makes_an_untrusted_caller_trusted() {
+    // FORCE_CONFIG: an untrusted edge at p = 0, one forced trace per second; trust_context is
+    // left at its default (true).
+    let token = force::sign("ops", b"0123456789abcdef-secret", NOW + 300);
+    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let request: Vec<(&str, &[u8])> = vec![
+        ("traceparent", unsampled.as_bytes()),
+        ("x-tracebridge-force", token.as_bytes()),
+        (
+            "uber-trace-id",
+            b"4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:0",
+        ),
+    ];
+    let mut budget = force_budget();
+    let (out, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut budget, NOW);
+    // The caller's trace id and span id, sampled with th:0 (README, "Forcing a trace").
+    expect(
+        &out,
+        &[
+            ("traceparent", TRACEPARENT),
+            ("tracestate", "ot=th:0"),
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+        ],
+    );
+    // A trusted caller's other formats pass on as they came.
+    expect(
+        &out,
+        &[(
+            "uber-trace-id",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:0",
+        )],
+    );
+    assert!(!out.contains_key("x-tracebridge-force"));
+    assert_eq!(
+        (report.reason, report.force, report.untrusted),
+        (Reason::Forced, Some(ForceOutcome::Accepted), false)
+    );
+    // Over the limit in the same second: untrusted as without a token, so restarted.
+    let (out, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut budget, NOW);
+    expect(
+        &out,
+        &[(
+            "traceparent",
+            "00-6b063027abababababababababababab-cdcdcdcdcdcdcdcd-02",
+        )],
+    );
+    assert!(!out.contains_key("uber-trace-id"));
+    assert_eq!(
+        (report.reason, report.force, report.untrusted),
+        (
+            Reason::UntrustedRestart,
+            Some(ForceOutcome::OverLimit),
+            true
+        )
+    );
+    // An expired token: the same, counted as rejected.
+    let expired = force::sign("ops", b"0123456789abcdef-secret", NOW);
+    let request: Vec<(&str, &[u8])> = vec![
+        ("traceparent", unsampled.as_bytes()),
+        ("x-tracebridge-force", expired.as_bytes()),
+    ];
+    let (_, report) = run_as(FORCE_CONFIG, &request, LOOPBACK, &mut force_budget(), NOW);
+    assert_eq!(
+        (report.reason, report.force, report.untrusted),
+        (Reason::UntrustedRestart, Some(ForceOutcome::Rejected), true)
+    );
+}
+
+#[test]
+fn with_trust_context_false_a_valid_token_forces_a_restarted_trace() {
+    let config = FORCE_CONFIG.replace(
+        r#""max_per_second": 1"#,
+        r#""max_per_second": 1, "trust_context": false"#,
+    );
+    assert_ne!(config, FORCE_CONFIG);
+    let token = force::sign("ops", b"0123456789abcdef-secret", NOW + 300);
+    let request: Vec<(&str, &[u8])> = vec![
+        ("traceparent", TRACEPARENT.as_bytes()),
+        ("x-tracebridge-force", token.as_bytes()),
+    ];
+    let (out, report) = run_as(&config, &request, LOOPBACK, &mut force_budget(), NOW);
+    expect(
+        &out,
+        &[
+            (
+                "traceparent",
+                "00-6b063027abababababababababababab-cdcdcdcdcdcdcdcd-03",
+            ),
+            ("tracestate", "ot=th:0"),
+        ],
+    );
+    assert_eq!(
+        (report.reason, report.force, report.untrusted),
+        (Reason::Forced, Some(ForceOutcome::Accepted), true)
+    );
+}
+
 // ---- Baggage ----
 
 const BAGGAGE_ALL: &str =

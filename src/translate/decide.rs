@@ -1,10 +1,13 @@
 //! Step 3: the context the request carries on, and its sampling decision.
 
-use super::{new_ids, new_span_id, ForceOutcome, Host, RandomUnavailable, Reason, Trust};
+use super::{
+    new_ids, new_span_and_randomness, new_span_id, Force, ForceOutcome, Host, RandomUnavailable,
+    Reason, Trust,
+};
 use crate::config::Config;
 use crate::context::{Decision, IncomingContext, TraceContext};
-use crate::force::ForceToken;
 use crate::headers::RequestHeaders;
+use crate::ids::TraceId;
 use crate::otel_tracestate::OtValues;
 use crate::rules;
 use crate::sampling::{randomness, Threshold};
@@ -29,8 +32,11 @@ pub struct Decided {
     pub sampling: Sampling,
     /// No context was continued: new trace and span ids.
     pub trace_started: bool,
-    /// The continued context had no span id (a load balancer's first hop): a new one.
+    /// The span id is one the filter made for a trace id it did not start: the continued
+    /// context had none (a load balancer's first hop), or only the trace id was kept.
     pub span_generated: bool,
+    /// Explicit randomness (`rv`) drawn for an adopted trace id, to travel in `tracestate`.
+    pub randomness: Option<u64>,
     /// The caller's `th` contradicted its sampled flag and was dropped.
     pub threshold_erased: bool,
     pub force: Option<ForceOutcome>,
@@ -49,6 +55,7 @@ pub fn decide(
         Parent::Continue { context, ot, .. } => {
             continue_trace(config, headers, host, &context, ot)?
         }
+        Parent::Adopt { trace_id, .. } => adopt_trace(config, headers, host, trace_id)?,
         Parent::Start {
             requested,
             untrusted_restart,
@@ -108,6 +115,7 @@ fn continue_trace(
         sampling,
         trace_started: false,
         span_generated,
+        randomness: None,
         threshold_erased,
         force: None,
     })
@@ -145,6 +153,39 @@ fn start_trace(
         sampling,
         trace_started: true,
         span_generated: false,
+        randomness: None,
+        threshold_erased: false,
+        force: None,
+    })
+}
+
+/// An untrusted caller's trace id, kept: a new span id, and a root decision with 56 fresh
+/// random bits as R, which travel as `rv` so that every later hop decides with them too
+/// (OpenTelemetry, "TraceState: Probability Sampling": the root is the one place where explicit
+/// randomness may be set). The W3C random-trace-id flag is not claimed for an id the filter did
+/// not make.
+fn adopt_trace(
+    config: &Config,
+    headers: &RequestHeaders,
+    host: &mut Host,
+    trace_id: TraceId,
+) -> Result<Decided, RandomUnavailable> {
+    let (span_id, rv) = new_span_and_randomness(host.random)?;
+    let mut sampling = root_decision(config, headers, host, rv);
+    if matches!(sampling.reason, Reason::Probability | Reason::Rule) {
+        sampling.reason = Reason::AdoptedTraceId;
+    }
+    Ok(Decided {
+        context: TraceContext {
+            trace_id,
+            span_id,
+            decision: sampling.decision,
+            random_trace_id: false,
+        },
+        sampling,
+        trace_started: false,
+        span_generated: true,
+        randomness: Some(rv),
         threshold_erased: false,
         force: None,
     })
@@ -187,27 +228,38 @@ fn root_decision(config: &Config, headers: &RequestHeaders, host: &mut Host, r: 
 /// A valid force token samples the request (`th:0`) within its own per-second limit. On a
 /// trusted unsampled parent the caller's span id is kept: W3C prefers a new parent id when the
 /// sampled flag changes, but that id would name a span nobody reports, which breaks the trace
-/// more than an unsampled parent does.
+/// more than an unsampled parent does. A token that made its caller trusted was admitted in
+/// step 2 and always forces: the caller's own decision was not what made it trusted.
 fn apply_force(
-    token: Option<ForceToken>,
+    force: Option<Force>,
     decided: &mut Decided,
     host: &mut Host,
 ) -> Option<ForceOutcome> {
-    match token? {
-        ForceToken::Rejected => Some(ForceOutcome::Rejected),
-        ForceToken::Valid if decided.sampling.decision.is_sampled() => Some(ForceOutcome::Accepted),
-        ForceToken::Valid if host.budget.admit_forced(host.unix_seconds) => {
-            decided.sampling = Sampling {
-                decision: Decision::Sampled,
-                threshold: Some(Threshold::ALWAYS),
-                reason: Reason::Forced,
-                rule: decided.sampling.rule,
-            };
-            decided.context.decision = Decision::Sampled;
-            Some(ForceOutcome::Accepted)
+    let admitted = match force? {
+        Force::Rejected => return Some(ForceOutcome::Rejected),
+        Force::OverLimit => return Some(ForceOutcome::OverLimit),
+        Force::TrustedCaller => true,
+        Force::Valid if decided.sampling.decision.is_sampled() => {
+            return Some(ForceOutcome::Accepted)
         }
-        ForceToken::Valid => Some(ForceOutcome::OverLimit),
+        Force::Valid => host.budget.admit_forced(host.unix_seconds),
+    };
+    if !admitted {
+        return Some(ForceOutcome::OverLimit);
     }
+    // A caller trusted by its token keeps its debug flag, as any trusted caller does.
+    let decision = match decided.sampling.decision {
+        Decision::Debug => Decision::Debug,
+        _ => Decision::Sampled,
+    };
+    decided.sampling = Sampling {
+        decision,
+        threshold: Some(Threshold::ALWAYS),
+        reason: Reason::Forced,
+        rule: decided.sampling.rule,
+    };
+    decided.context.decision = decision;
+    Some(ForceOutcome::Accepted)
 }
 
 #[cfg(test)]
@@ -281,10 +333,15 @@ mod tests {
     const NOW: u64 = 0x6b06_3027;
 
     fn run(config: &str, trust: Trust, budget: &mut dyn Budget) -> Decided {
+        run_drawing(config, trust, budget, 0x11)
+    }
+
+    /// `run` with randomness that starts at `first` (every byte of the first draw).
+    fn run_drawing(config: &str, trust: Trust, budget: &mut dyn Budget, first: u8) -> Decided {
         let config = Config::from_json(config.as_bytes()).unwrap();
         let headers = RequestHeaders::from_pairs([(":path", &b"/checkout"[..])]);
         let mut host = Host {
-            random: &mut Fixed(0x11),
+            random: &mut Fixed(first),
             peer: &mut Nobody,
             budget,
             unix_seconds: NOW,
@@ -570,6 +627,192 @@ mod tests {
         assert_eq!(budget.asked, ["root"]);
     }
 
+    /// An ALB-style id whose low 56 bits are all ones: sampled at every probability if it were R.
+    const CHOSEN_ID: u128 = 0x5759e988bd862e3fffffffffffffffff;
+
+    fn adopting() -> Trust {
+        Trust {
+            trusted: false,
+            parent: Parent::Adopt {
+                format: Format::XRay,
+                trace_id: trace(CHOSEN_ID),
+            },
+            force: None,
+        }
+    }
+
+    /// Issue 15 and OpenTelemetry "TraceState: Probability Sampling": an adopted trace id is
+    /// decided with explicit randomness drawn for it (R = rv, "If rv >= th, keep"), T from the
+    /// route's probability (`th:c` is 0.25, `th:8` 0.5, in the specification's table), never
+    /// from the id's bits; the random flag is not claimed; the span id is new.
+    #[test]
+    fn adopt_table() {
+        let quarter = r#"{"sampling": {"probability": 0.25}}"#;
+        let half = r#"{"sampling": {"probability": 0.5}}"#;
+        let never = r#"{"sampling": {"probability": 0}}"#;
+        let rule = r#"{"sampling": {"probability": 0, "rules": [
+            {"match": {"path_prefix": "/checkout"}, "probability": 1}]}}"#;
+        // (config, every byte of the draw, hard limit admits, want rv, decision, th, reason)
+        type Case = (
+            &'static str,
+            u8,
+            bool,
+            u64,
+            Decision,
+            Option<&'static str>,
+            Reason,
+        );
+        let cases: &[Case] = &[
+            (
+                quarter,
+                0xbf,
+                true,
+                0xbfbfbfbfbfbfbf,
+                Decision::NotSampled,
+                None,
+                Reason::AdoptedTraceId,
+            ),
+            (
+                quarter,
+                0xc0,
+                true,
+                0xc0c0c0c0c0c0c0,
+                Decision::Sampled,
+                Some("c"),
+                Reason::AdoptedTraceId,
+            ),
+            (
+                half,
+                0x7f,
+                true,
+                0x7f7f7f7f7f7f7f,
+                Decision::NotSampled,
+                None,
+                Reason::AdoptedTraceId,
+            ),
+            (
+                half,
+                0x80,
+                true,
+                0x80808080808080,
+                Decision::Sampled,
+                Some("8"),
+                Reason::AdoptedTraceId,
+            ),
+            (
+                never,
+                0xff,
+                true,
+                0xffffffffffffff,
+                Decision::NotSampled,
+                None,
+                Reason::AdoptedTraceId,
+            ),
+            (
+                rule,
+                0x01,
+                true,
+                0x01010101010101,
+                Decision::Sampled,
+                Some("0"),
+                Reason::AdoptedTraceId,
+            ),
+            (
+                half,
+                0x80,
+                false,
+                0x80808080808080,
+                Decision::NotSampled,
+                None,
+                Reason::Capped,
+            ),
+        ];
+        for &(config, first, admits, rv, decision, th, reason) in cases {
+            let mut budget = Scripted {
+                roots: admits,
+                ..open_budget()
+            };
+            let got = run_drawing(config, adopting(), &mut budget, first);
+            let case = format!("{config} draw {first:#x}");
+            assert_eq!(got.randomness, Some(rv), "{case}");
+            assert_eq!(got.sampling.decision, decision, "{case}");
+            assert_eq!(got.context.decision, decision, "{case}");
+            let got_th = got.sampling.threshold.and_then(Threshold::encode_th);
+            assert_eq!(got_th.as_deref(), th, "{case}");
+            assert_eq!(got.sampling.reason, reason, "{case}");
+            assert_eq!(got.context.trace_id, trace(CHOSEN_ID), "{case}");
+            let span = u64::from_be_bytes([first; 8]);
+            assert_eq!(got.context.span_id, SpanId::new(span).unwrap(), "{case}");
+            assert!(!got.context.random_trace_id, "{case}");
+            assert!(!got.trace_started && got.span_generated, "{case}");
+        }
+        // The rule that set the probability is still reported.
+        let got = run_drawing(rule, adopting(), &mut open_budget(), 1);
+        assert_eq!(got.sampling.rule, Some(0));
+    }
+
+    /// OpenTelemetry "TraceState: Probability Sampling": randomness is "either an explicit
+    /// randomness value expressed in the OpenTelemetry TraceState rv sub-key or taken from the
+    /// trailing 7 bytes of the TraceID"; a trusted hop deciding a context that came without a
+    /// decision uses rv. The trace id here has R = 0xce929d0e0e4736 (sampled at 0.5 by its bits);
+    /// the spec's example rv 6e6d1a75832a2f and Java's boundary vectors (7fffffffffffff / 8:
+    /// drop, 80000000000000 / 8: keep) decide instead.
+    #[test]
+    fn a_deferred_context_is_decided_by_rv() {
+        let cases: &[(f64, Option<u64>, Decision)] = &[
+            (0.5, None, Decision::Sampled),
+            (0.5, Some(0x6e6d1a75832a2f), Decision::NotSampled),
+            (0.75, Some(0x6e6d1a75832a2f), Decision::Sampled),
+            (0.5, Some(0x7fffffffffffff), Decision::NotSampled),
+            (0.5, Some(0x80000000000000), Decision::Sampled),
+        ];
+        for &(p, rv, want) in cases {
+            let config = format!(r#"{{"sampling": {{"probability": {p}}}}}"#);
+            let ot = OtValues { th: None, rv };
+            let got = run(&config, continuing(None, ot), &mut open_budget());
+            assert_eq!(got.sampling.decision, want, "p {p} rv {rv:x?}");
+            assert_eq!(got.sampling.reason, Reason::Probability, "p {p} rv {rv:x?}");
+            // The explicit rv is the caller's; it travels in its tracestate, not as a new draw.
+            assert_eq!(got.randomness, None);
+        }
+    }
+
+    /// "A positive sampling decision made for a particular span with probability p1 necessarily
+    /// implies a positive sampling decision for any span belonging to the same trace if it is
+    /// made with probability p2 >= p1" (specification, "Consistent Sampling Decision"): deferred
+    /// contexts carrying the same rv, decided at increasing probabilities, nest; and each
+    /// decision is rv >= T(p).
+    #[test]
+    fn higher_probabilities_sample_a_superset_by_rv() {
+        let probabilities = [0.001, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0];
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let rv = x >> 8;
+            let ot = OtValues {
+                th: None,
+                rv: Some(rv),
+            };
+            let decisions: Vec<bool> = probabilities
+                .iter()
+                .map(|p| {
+                    let config = format!(r#"{{"sampling": {{"probability": {p}}}}}"#);
+                    let got = run(&config, continuing(None, ot), &mut open_budget());
+                    let sampled = got.sampling.decision.is_sampled();
+                    let t = Threshold::from_probability_with_precision(*p, 4);
+                    assert_eq!(sampled, rv >= t.value(), "rv {rv:014x} p {p}");
+                    sampled
+                })
+                .collect();
+            assert!(
+                decisions.windows(2).all(|w| !w[0] || w[1]),
+                "rv {rv:014x}: {decisions:?}"
+            );
+        }
+    }
+
     /// README, "Forcing a trace": a valid token samples with th:0 within its own limit and keeps
     /// the caller's span id; a sampled request needs no forcing; a rejected token changes nothing.
     #[test]
@@ -599,7 +842,7 @@ mod tests {
                 vec![],
             ),
             (
-                with(unsampled(), ForceToken::Valid),
+                with(unsampled(), Force::Valid),
                 true,
                 Some(ForceOutcome::Accepted),
                 Decision::Sampled,
@@ -607,7 +850,7 @@ mod tests {
                 vec!["forced"],
             ),
             (
-                with(unsampled(), ForceToken::Valid),
+                with(unsampled(), Force::Valid),
                 false,
                 Some(ForceOutcome::OverLimit),
                 Decision::NotSampled,
@@ -615,7 +858,7 @@ mod tests {
                 vec!["forced"],
             ),
             (
-                with(sampled(), ForceToken::Valid),
+                with(sampled(), Force::Valid),
                 true,
                 Some(ForceOutcome::Accepted),
                 Decision::Sampled,
@@ -623,9 +866,36 @@ mod tests {
                 vec![],
             ),
             (
-                with(unsampled(), ForceToken::Rejected),
+                with(unsampled(), Force::Rejected),
                 true,
                 Some(ForceOutcome::Rejected),
+                Decision::NotSampled,
+                Reason::Parent,
+                vec![],
+            ),
+            // Admitted in step 2, where it made its caller trusted: forced whatever the caller's
+            // own flag says, without asking the limit again.
+            (
+                with(unsampled(), Force::TrustedCaller),
+                false,
+                Some(ForceOutcome::Accepted),
+                Decision::Sampled,
+                Reason::Forced,
+                vec![],
+            ),
+            (
+                with(sampled(), Force::TrustedCaller),
+                false,
+                Some(ForceOutcome::Accepted),
+                Decision::Sampled,
+                Reason::Forced,
+                vec![],
+            ),
+            // Over the limit in step 2: nothing is forced, nothing asked again.
+            (
+                with(unsampled(), Force::OverLimit),
+                true,
+                Some(ForceOutcome::OverLimit),
                 Decision::NotSampled,
                 Reason::Parent,
                 vec![],

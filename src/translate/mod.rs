@@ -14,7 +14,7 @@ mod parent;
 mod write;
 
 pub use decide::{decide, Decided, Sampling};
-pub use parent::{choose, trust, Candidate, Parent, Trust};
+pub use parent::{choose, trust, Candidate, Force, Parent, Trust};
 pub use write::{write, Written};
 
 use crate::baggage::BaggageReport;
@@ -61,6 +61,9 @@ listed_enum! {
         Capped,
         /// An untrusted caller's context was dropped and the trace restarted.
         UntrustedRestart,
+        /// An untrusted caller's trace id was kept (`sampling.keep_trace_id_from`) and decided
+        /// with fresh randomness.
+        AdoptedTraceId,
     }
 }
 
@@ -73,6 +76,7 @@ impl Reason {
             Reason::Forced => "forced",
             Reason::Capped => "capped",
             Reason::UntrustedRestart => "untrusted_restart",
+            Reason::AdoptedTraceId => "adopted_trace_id",
         }
     }
 }
@@ -169,6 +173,28 @@ pub fn new_span_id(random: &mut dyn RandomSource) -> Result<SpanId, RandomUnavai
     Err(RandomUnavailable)
 }
 
+/// A new span id and 56 bits of explicit randomness (`rv`) from one draw.
+pub fn new_span_and_randomness(
+    random: &mut dyn RandomSource,
+) -> Result<(SpanId, u64), RandomUnavailable> {
+    let mut bytes = [0u8; 15];
+    for _ in 0..4 {
+        if !random.fill(&mut bytes) {
+            return Err(RandomUnavailable);
+        }
+        let mut span = [0u8; 8];
+        span.copy_from_slice(&bytes[..8]);
+        // The other seven bytes, big-endian: a value below 2^56.
+        let mut rv = [0u8; 8];
+        rv[1..].copy_from_slice(&bytes[8..]);
+        let rv = u64::from_be_bytes(rv);
+        if let Some(span_id) = SpanId::new(u64::from_be_bytes(span)) {
+            return Ok((span_id, rv));
+        }
+    }
+    Err(RandomUnavailable)
+}
+
 /// Translates one request: [`choose`], [`trust`], [`decide`], [`write()`]. Fails only when the host
 /// has no randomness for a new id (the filter then passes the request unchanged).
 pub fn translate(
@@ -177,8 +203,12 @@ pub fn translate(
     host: &mut Host,
 ) -> Result<Translation, RandomUnavailable> {
     let extractions = Extractions::read(config.formats_read(), headers);
-    let candidate = choose(&config.extract, &extractions);
-    let trust = trust(config, headers, candidate, host.peer, host.unix_seconds);
+    let candidate = choose(
+        &config.extract,
+        &config.sampling.keep_trace_id_from,
+        &extractions,
+    );
+    let trust = trust(config, headers, candidate, host);
     let mut decided = decide(config, headers, host, &trust)?;
     let own_span = own_span(config, &mut decided, host);
     let written = write(config, headers, &extractions, &trust, &decided);
@@ -206,8 +236,9 @@ pub fn translate(
 }
 
 /// With `spans` configured, a sampled request gets the proxy's own span: a new span id whose
-/// parent is the caller's. A span id the filter generated itself (a new trace, or a caller that
-/// sent none) names no reported span, so it becomes the proxy span's id, without a parent.
+/// parent is the caller's. A span id the filter generated itself (a new trace, a caller that
+/// sent none, or a kept trace id) names no reported span, so it becomes the proxy span's id,
+/// without a parent.
 /// Unsampled requests keep the caller's span id, as without `spans`: nothing is recorded, and a
 /// new id would name a span nobody reports. Without randomness there is no span.
 fn own_span(config: &Config, decided: &mut Decided, host: &mut Host) -> Option<OwnSpan> {

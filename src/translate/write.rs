@@ -34,9 +34,25 @@ pub fn write(
             edits.push(HeaderEdit::RemoveCustom(force.header.clone()));
         }
     }
-    let tracestate = tracestate_verdict(&trust.parent, headers, decided.sampling.threshold);
+    let tracestate = match decided.randomness {
+        // An adopted trace id: the caller's tracestate is gone, the drawn `rv` travels.
+        Some(rv) => TracestateOut::Set(otel_tracestate::with_randomness(
+            decided.sampling.threshold,
+            rv,
+        )),
+        None => tracestate_verdict(&trust.parent, headers, decided.sampling.threshold),
+    };
+    // An untrusted caller's headers shape nothing that is written, not even for a trace id it
+    // keeps (`keep_trace_id_from`): its X-Ray fields and Datadog tags go with the rest.
+    let untrusted_read;
+    let read = if trust.trusted {
+        extractions
+    } else {
+        untrusted_read = Extractions::default();
+        &untrusted_read
+    };
     for &format in &config.inject {
-        extractions.inject(format, &decided.context, &tracestate, headers, &mut edits);
+        read.inject(format, &decided.context, &tracestate, headers, &mut edits);
     }
     if !trust.trusted {
         strip_untrusted(config, headers, &mut edits);
@@ -119,8 +135,8 @@ fn strip_untrusted(config: &Config, headers: &RequestHeaders, edits: &mut Vec<He
 mod tests {
     use super::*;
     use crate::context::{Decision, IncomingContext, TraceContext};
-    use crate::force::ForceToken;
     use crate::ids::{SpanId, TraceId};
+    use crate::translate::Force;
     use crate::translate::{Reason, Sampling};
 
     const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
@@ -146,6 +162,7 @@ mod tests {
             },
             trace_started: false,
             span_generated: false,
+            randomness: None,
             threshold_erased: false,
             force: None,
         }
@@ -235,7 +252,7 @@ mod tests {
                 requested: None,
                 untrusted_restart: true,
             },
-            force: Some(ForceToken::Rejected),
+            force: Some(Force::Rejected),
         };
         let mut decided = decided(None);
         decided.sampling.decision = Decision::NotSampled;

@@ -1,15 +1,18 @@
-"""`make demo-multicloud`: one trace from an AWS load balancer, through a proxy on EKS
-(Envoy's X-Ray tracer) and a proxy on GKE (Envoy's Zipkin tracer, B3), to an application.
+"""`make demo-multicloud`: one trace from an AWS load balancer, through the EKS ingress
+gateway (the untrusted edge), a proxy on EKS (Envoy's X-Ray tracer) and a proxy on GKE
+(Envoy's Zipkin tracer, B3), to an application.
 
     python tests/e2e/multicloud_demo.py           send one request, show every hop, stop
     python tests/e2e/multicloud_demo.py --serve   keep the chain up for your own requests
 
-Three Envoys on 127.0.0.1 with the configurations in envoy/multicloud/ (ports chosen
+Four Envoys on 127.0.0.1 with the configurations in envoy/multicloud/ (ports chosen
 automatically), and an echo application:
 
-    client --> alb (AWS ALB stand-in: passes X-Amzn-Trace-Id through)
-           --> eks (X-Ray tracer; tracebridge as the upstream filter towards gke)
-           --> gke (Zipkin/B3 tracer; tracebridge as the upstream filter towards the app)
+    client --> alb     (AWS ALB stand-in: passes X-Amzn-Trace-Id through)
+           --> gateway (EKS ingress gateway: tracebridge owns propagation; callers are
+                        untrusted, the ALB's trace id is kept: keep_trace_id_from)
+           --> eks     (X-Ray tracer; tracebridge as the upstream filter towards gke)
+           --> gke     (Zipkin/B3 tracer; tracebridge as the upstream filter towards the app)
            --> application (echoes the headers it received)
 
 The request enters with only `X-Amzn-Trace-Id: Root=...`, as an ALB stamps it. To show
@@ -38,11 +41,17 @@ from topology import RenderedEnvoy  # noqa: E402
 
 # (hop, configuration, the cluster that leads to the next hop)
 HOPS = (
-    ("alb", "envoy/multicloud/alb.yaml", "eks"),
+    ("alb", "envoy/multicloud/alb.yaml", "gateway"),
+    ("gateway", "envoy/multicloud/eks-gateway.yaml", "eks"),
     ("eks", "envoy/multicloud/eks.yaml", "gke"),
     ("gke", "envoy/multicloud/gke.yaml", "app"),
 )
-LABELS = {"alb": "ALB -> EKS", "eks": "EKS -> GKE", "gke": "GKE -> app"}
+LABELS = {
+    "alb": "ALB -> gateway",
+    "gateway": "gateway -> EKS",
+    "eks": "EKS -> GKE",
+    "gke": "GKE -> app",
+}
 
 
 def alb_root() -> str:
@@ -51,7 +60,7 @@ def alb_root() -> str:
 
 
 class Multicloud:
-    """The three hops and the application, started last hop first (each hop's
+    """The four hops and the application, started last hop first (each hop's
     cluster needs the next hop's port).
 
     mutate: {hop: function(cfg)} applied after rendering (tests use it to remove the
@@ -176,10 +185,10 @@ def main() -> int:
         for hop, config, _ in HOPS:
             envoy = chain.envoys[hop]
             print(
-                f"  {hop}  Envoy pid {envoy.pid:<7} :{envoy.listener_port:<5}  "
+                f"  {hop:<7}  Envoy pid {envoy.pid:<7} :{envoy.listener_port:<5}  "
                 f"admin :{envoy.admin_port:<5}  {config}"
             )
-        print(f"  app  echo application  :{chain.app.port}")
+        print(f"  {'app':<7}  echo application  :{chain.app.port}")
 
         root = args.root or alb_root()
         trip = chain.send([("X-Amzn-Trace-Id", f"Root={root}")])
@@ -192,12 +201,18 @@ def main() -> int:
         if set(at_app.values()) != {alb_trace} or len(at_app) != 5:
             print(f"NOT one trace: the ALB's trace id is {alb_trace}; the application got {at_app}")
             return 1
+        gateway_span = trip.hops["gateway"]["traceparent"].split("-")[2]
         eks_span = trip.hops["eks"]["x-b3-spanid"]
         gke_span = trip.hops["gke"]["x-b3-spanid"]
         print(f"the application got ONE trace id in all five formats: {alb_trace} (the ALB's Root)")
         print(
-            f"parent chain: EKS's X-Ray segment {eks_span} <- GKE's Zipkin span {gke_span} "
-            f"<- the application's span (parent {gke_span} in every format)"
+            f"parent chain: the gateway's span {gateway_span} <- EKS's X-Ray segment {eks_span} "
+            f"<- GKE's Zipkin span {gke_span} <- the application's span (parent {gke_span} "
+            f"in every format)"
+        )
+        print(
+            f"sampled at the gateway with its own randomness, which every hop after it "
+            f"reads: tracestate {trip.hops['gke'].get('tracestate', '-')}"
         )
 
         if args.serve:

@@ -33,6 +33,9 @@ FORCE = {
     "header": HEADER,
     "keys": {"ops": {"env": ENV}},
     "max_per_second": MAX_PER_SECOND,
+    # A token forces the trace but does not make its caller trusted: an untrusted caller's
+    # context restarts (test_edge_keep_trace_id.py runs the default, true).
+    "trust_context": False,
 }
 CONFIG = {
     "sampling": {
