@@ -515,7 +515,8 @@ pub fn inject(
     headers: &RequestHeaders,
     edits: &mut Vec<HeaderEdit>,
 ) -> bool {
-    let prefixes: Vec<&str> = config.spellings.iter().filter_map(|s| s.prefix()).collect();
+    // Not collected: a request without baggage allocates nothing here.
+    let prefixes = || config.spellings.iter().filter_map(|s| s.prefix());
     if config.spellings.contains(&Spelling::W3c) {
         let value = encode_w3c(entries);
         let unchanged = headers.count(HeaderName::Baggage) == 1
@@ -528,11 +529,11 @@ pub fn inject(
             edits.push(HeaderEdit::Set(HeaderName::Baggage, value));
         }
     }
-    if prefixes.is_empty() {
+    let (present, _) = headers.prefixed_baggage();
+    if prefixes().next().is_none() || (entries.is_empty() && present.is_empty()) {
         return false;
     }
-    let written = within_header_limits(entries, &prefixes, config);
-    let (present, _) = headers.prefixed_baggage();
+    let written = within_header_limits(entries, prefixes(), config);
     // The headers present and the entries written, indexed by name and key.
     let mut present_names = KeyIndex::new();
     for (i, (name, _)) in present.iter().enumerate() {
@@ -546,7 +547,7 @@ pub fn inject(
             written.get(i).map_or(&[], |e| e.key.as_bytes())
         });
     }
-    for prefix in prefixes {
+    for prefix in prefixes() {
         for (name, _) in present {
             let Some(key) = name.strip_prefix(prefix) else {
                 continue;
@@ -579,22 +580,24 @@ pub fn inject(
 
 /// The leading entries whose headers in every one of `prefixes` stay within
 /// `config.max_headers` lines and `config.max_header_bytes` bytes (names and values).
-fn within_header_limits<'e>(
+fn within_header_limits<'e, 'p>(
     entries: &'e [Entry],
-    prefixes: &[&str],
+    prefixes: impl Iterator<Item = &'p str>,
     config: &BaggageConfig,
 ) -> &'e [Entry] {
+    // Each entry takes one line per prefix, of the prefix, its key and its encoded value.
+    let (per_entry, prefix_bytes) = prefixes.fold((0usize, 0usize), |(n, bytes), prefix| {
+        (n.saturating_add(1), bytes.saturating_add(prefix.len()))
+    });
     let (mut lines, mut bytes) = (0usize, 0usize);
     let fitting = entries
         .iter()
         .take_while(|entry| {
-            let per_prefix = entry.key.len().saturating_add(encoded_len(&entry.value));
-            for prefix in prefixes {
-                lines = lines.saturating_add(1);
-                bytes = bytes
-                    .saturating_add(prefix.len())
-                    .saturating_add(per_prefix);
-            }
+            let own = entry.key.len().saturating_add(encoded_len(&entry.value));
+            lines = lines.saturating_add(per_entry);
+            bytes = bytes
+                .saturating_add(prefix_bytes)
+                .saturating_add(own.saturating_mul(per_entry));
             lines <= config.max_headers && bytes <= config.max_header_bytes
         })
         .count();
