@@ -2,6 +2,10 @@
 the upstream under any configuration, the key material never appears in Envoy's log (at
 debug and trace level), and metric names never carry what a caller sent.
 
+Secrets come from Envoy's environment (`{"env": ...}`, as Istio's `vmConfig.env` delivers
+them): at debug level Envoy itself prints the listener configuration, plugin configuration
+included, so an inline secret is in Envoy's own log; the filter's lines never have it.
+
 Tokens are made from the README's definition with Python's hmac (expect.force_token).
 """
 
@@ -19,9 +23,10 @@ from harness import Envoy, EnvoyExited, Proxy
 SECRET = "security-e2e-secret-9c41f07be2d3"  # at least 16 bytes
 ENV_SECRET = "security-e2e-env-secret-51aa03c8"
 ENV = "TRACEBRIDGE_SECURITY_KEY"
+ENV_CI = "TRACEBRIDGE_SECURITY_KEY_CI"
 HEADER = "x-tracebridge-force"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-FORCE = {"header": HEADER, "keys": {"ops": SECRET, "ci": {"env": ENV}}}
+FORCE = {"header": HEADER, "keys": {"ops": {"env": ENV}, "ci": {"env": ENV_CI}}}
 EVERY = ALL_FORMATS + ["baggage"]
 
 
@@ -98,8 +103,8 @@ def start(tmp_path, upstream, config, **kw) -> Proxy:
         tmp_path / "envoy",
         upstream_port=upstream.port,
         plugin_config=config_text(config),
-        env={ENV: ENV_SECRET},
-        host_env_keys=[ENV],
+        env={ENV: SECRET, ENV_CI: ENV_SECRET},
+        host_env_keys=[ENV, ENV_CI],
         **kw,
     )
     envoy.start()
@@ -154,19 +159,49 @@ def test_key_material_never_appears_in_the_log(tmp_path, upstream, wasm, envoy_c
         proxy.envoy.stop()
 
 
-def test_a_refused_secret_is_not_logged_either(tmp_path, upstream, wasm, envoy_cmd):
+def filter_lines(log: str) -> str:
+    """The lines the filter logged (Envoy prefixes them with `wasm log`)."""
+    return "\n".join(line for line in log.splitlines() if "wasm log" in line)
+
+
+@pytest.mark.parametrize("given", ["env", "inline"])
+def test_a_refused_secret_is_not_logged_either(tmp_path, upstream, wasm, envoy_cmd, given):
     short = "short-secret-15"  # 15 bytes: refused, and the error names only the field
-    config = {"sampling": {"force": {"header": HEADER, "keys": {"ops": short}}}}
+    secret = {"env": ENV} if given == "env" else short
+    config = {"sampling": {"force": {"header": HEADER, "keys": {"ops": secret}}}}
     from conftest import config_text
 
-    envoy = VerboseEnvoy(tmp_path / "envoy", upstream_port=upstream.port, plugin_config=config_text(config))
+    envoy = VerboseEnvoy(
+        tmp_path / "envoy",
+        upstream_port=upstream.port,
+        plugin_config=config_text(config),
+        env={ENV: short},
+        host_env_keys=[ENV],
+    )
     try:
         with pytest.raises(EnvoyExited) as exc:
             envoy.start()
-        assert "sampling.force.keys.ops: the secret must be at least 16 bytes" in exc.value.log
-        assert short not in exc.value.log, envoy.log_tail()
+        ours = filter_lines(exc.value.log)
+        assert "sampling.force.keys.ops" in ours and "at least 16 bytes" in ours, ours
+        assert short not in ours
+        if given == "env":
+            assert short not in exc.value.log, envoy.log_tail()
     finally:
         envoy.stop()
+
+
+def test_an_inline_secret_is_not_in_the_filters_log(tmp_path, upstream, wasm, envoy_cmd):
+    inline = {"sampling": {"force": {"header": HEADER, "keys": {"ops": SECRET}}}}
+    proxy = start(tmp_path, upstream, inline)
+    try:
+        for token in tokens():
+            proxy.send([(HEADER, token), ("traceparent", TRACEPARENT)])
+        ours = filter_lines(proxy.envoy.log())
+        assert "tracebridge: configured:" in ours
+        assert SECRET not in ours and SECRET.encode().hex() not in ours
+    finally:
+        proxy.close()
+        proxy.envoy.stop()
 
 
 @pytest.mark.parametrize(
