@@ -158,3 +158,34 @@ fn a_rewritten_tracestate_stays_within_512_bytes_and_32_members() {
     assert!(written.starts_with("ot=th:0,vendor00="));
     assert!(tracecontext::tracestate_is_valid(&[written.as_bytes()]));
 }
+
+/// Defect 7: one W3C header of 180 entries, written in all three spellings with the default
+/// bounds (README: 64 `uberctx-`/`ot-baggage-` lines, 4096 bytes), leaves with at most those,
+/// and the next hop reads back the same 180 entries (`baggage` carries them all).
+#[test]
+fn a_full_baggage_header_adds_a_bounded_number_of_headers_and_reads_back() {
+    let sent: Vec<String> = (0..180).map(|i| format!("key{i:03}=value{i}")).collect();
+    let config =
+        r#"{"extract": ["tracecontext", "baggage"], "inject": ["tracecontext", "baggage"]}"#;
+    let (translation, out) = run(config, &[("baggage", sent.join(","))]);
+    let prefixed: Vec<&(String, String)> = out
+        .iter()
+        .filter(|(n, _)| n.starts_with("uberctx-") || n.starts_with("ot-baggage-"))
+        .collect();
+    assert_eq!(prefixed.len(), 64);
+    assert!(
+        prefixed
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+            <= 4096
+    );
+    assert!(translation.report.baggage.headers_limited);
+    let mut report = tracebridge::baggage::BaggageReport::default();
+    let reread = tracebridge::baggage::extract(&reread(&out), &mut report);
+    let keys: Vec<String> = reread
+        .iter()
+        .map(|e| format!("{}={}", e.key, e.value))
+        .collect();
+    assert_eq!(keys, sent);
+}
