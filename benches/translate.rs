@@ -700,6 +700,76 @@ mod request {
     }
 }
 
+/// Baggage at growing sizes (issue 10, defect 4): the cost must grow linearly with the input
+/// and stop growing at W3C's limits (180 entries, 8,192 bytes), so a hostile 16 KB header costs
+/// about what a full valid one does.
+mod baggage {
+    use super::*;
+    use tracebridge::baggage::{self, BaggageReport};
+
+    const BAGGAGE_CONFIG: &str =
+        r#"{"extract": ["tracecontext", "baggage"], "inject": ["tracecontext", "baggage"]}"#;
+
+    /// One `baggage` header of `keys` distinct keys (`<hex i>=1`): 2,500 keys are about 15 KB,
+    /// under the 16 KiB a header may have before it is refused unread.
+    fn w3c_header(keys: usize) -> String {
+        (0..keys)
+            .map(|i| format!("{i:x}=1"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn w3c_pairs(header: &str) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = ORDINARY.to_vec();
+        pairs.push(("baggage", header));
+        pairs
+    }
+
+    /// `count` `uberctx-<i>` headers with 200-byte values.
+    fn prefixed(count: usize) -> Vec<(String, String)> {
+        (0..count)
+            .map(|i| (format!("uberctx-k{i}"), "v".repeat(200)))
+            .collect()
+    }
+
+    #[divan::bench(args = [10, 100, 1000, 2500])]
+    fn extract_w3c(bencher: Bencher, keys: usize) {
+        let header = w3c_header(keys);
+        let pairs = w3c_pairs(&header);
+        bencher.counter(ItemsCount::new(keys)).bench_local(|| {
+            let headers = view(black_box(&pairs));
+            let mut report = BaggageReport::default();
+            baggage::extract(&headers, &mut report)
+        });
+    }
+
+    #[divan::bench(args = [10, 100, 256])]
+    fn extract_uberctx(bencher: Bencher, count: usize) {
+        let owned = prefixed(count);
+        let pairs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        bencher.counter(ItemsCount::new(count)).bench_local(|| {
+            let headers = view(black_box(&pairs));
+            let mut report = BaggageReport::default();
+            baggage::extract(&headers, &mut report)
+        });
+    }
+
+    /// The whole request, every spelling read and written.
+    #[divan::bench(args = [10, 100, 1000, 2500])]
+    fn translate_w3c(bencher: Bencher, keys: usize) {
+        let config = config(BAGGAGE_CONFIG);
+        let header = w3c_header(keys);
+        let pairs = w3c_pairs(&header);
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        bencher
+            .counter(ItemsCount::new(keys))
+            .bench_local(|| run_translate(&config, black_box(&pairs), &mut random));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Interleaved summary with ratios
 // ---------------------------------------------------------------------------------------------

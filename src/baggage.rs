@@ -4,9 +4,10 @@
 //! each configured spelling. Baggage is opt-in, so this path may allocate.
 
 use crate::bytes::split_once;
-use crate::config::json::{check_keys, error, list, object, string, ConfigError};
+use crate::config::json::{check_keys, error, list, object, positive_integer, string, ConfigError};
 use crate::headers::{
-    HeaderEdit, HeaderName, RequestHeaders, JAEGER_BAGGAGE_PREFIX, OPENTRACING_BAGGAGE_PREFIX,
+    HeaderEdit, HeaderName, RequestHeaders, JAEGER_BAGGAGE_PREFIX, MAX_PREFIXED_BAGGAGE,
+    OPENTRACING_BAGGAGE_PREFIX,
 };
 use crate::ids::trim_ows;
 use serde_json::Value;
@@ -16,6 +17,13 @@ pub const MAX_ENTRIES: usize = 180;
 pub const MAX_BYTES: usize = 8192;
 /// Incoming headers beyond twice the limit are hostile rather than just long.
 const MAX_INPUT_BYTES: usize = 2 * MAX_BYTES;
+/// `baggage.max_headers`: the most `uberctx-`/`ot-baggage-` headers a request leaves with.
+/// Python's `http.server` answers 431 to a request of more than 100 header lines, and Envoy and
+/// the trace formats add a dozen or two of their own.
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+/// `baggage.max_header_bytes`: their total size (names and values). Node's default limit for a
+/// whole request head is 16 KiB, and the W3C `baggage` header alone may take 8 KiB of it.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 4096;
 
 listed_enum! {
     /// A spelling baggage is written in.
@@ -60,6 +68,10 @@ pub struct BaggageConfig {
     pub inject: bool,
     /// `baggage.spellings`: the spellings written when injecting.
     pub spellings: Vec<Spelling>,
+    /// `baggage.max_headers`: the most headers of the key-in-the-name spellings written.
+    pub max_headers: usize,
+    /// `baggage.max_header_bytes`: their total size, names and values.
+    pub max_header_bytes: usize,
 }
 
 impl Default for BaggageConfig {
@@ -68,6 +80,8 @@ impl Default for BaggageConfig {
             extract: false,
             inject: false,
             spellings: Spelling::ALL.to_vec(),
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -77,7 +91,17 @@ impl BaggageConfig {
     /// lists).
     pub fn parse_section(&mut self, value: &Value) -> Result<(), ConfigError> {
         let object = object(value, "baggage")?;
-        check_keys(object, "baggage.", &["spellings"])?;
+        check_keys(
+            object,
+            "baggage.",
+            &["spellings", "max_headers", "max_header_bytes"],
+        )?;
+        if let Some(value) = object.get("max_headers") {
+            self.max_headers = limit(value, "baggage.max_headers")?;
+        }
+        if let Some(value) = object.get("max_header_bytes") {
+            self.max_header_bytes = limit(value, "baggage.max_header_bytes")?;
+        }
         if let Some(value) = object.get("spellings") {
             let mut spellings = Vec::new();
             for (i, item) in list(value, "baggage.spellings")?.iter().enumerate() {
@@ -104,6 +128,17 @@ impl BaggageConfig {
     }
 }
 
+/// A limit of the configuration: a whole number from 1 to what a request could ever need.
+fn limit(value: &Value, path: &str) -> Result<usize, ConfigError> {
+    // More than 2 x 180 headers or 64 KiB would disable the bound rather than set one.
+    const CEILING: u64 = 65_536;
+    let n = positive_integer(value, path)?;
+    if n > CEILING {
+        return Err(error(path, format!("must be at most {CEILING}, got {n}")));
+    }
+    usize::try_from(n).map_err(|_| error(path, format!("must be at most {CEILING}, got {n}")))
+}
+
 /// One baggage entry, with its value decoded.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Entry {
@@ -121,6 +156,9 @@ pub struct BaggageReport {
     pub invalid: bool,
     /// Entries were dropped to stay within the W3C limits.
     pub truncated: bool,
+    /// Entries were left out of the `uberctx-`/`ot-baggage-` spellings to stay within
+    /// `baggage.max_headers` and `baggage.max_header_bytes` (they still travel in `baggage`).
+    pub headers_limited: bool,
     pub entries: usize,
 }
 
@@ -170,6 +208,18 @@ fn percent_encode(value: &str, out: &mut String) {
     }
 }
 
+/// Bytes [`percent_encode`] writes for `value`.
+fn encoded_len(value: &str) -> usize {
+    value.bytes().fold(0usize, |len, b| {
+        let width = if is_baggage_octet(b) && b != b'%' && b != b'+' {
+            1
+        } else {
+            3
+        };
+        len.saturating_add(width)
+    })
+}
+
 /// The upper-case hex digit of `nibble` (0 to 15).
 fn upper_hex_digit(nibble: u8) -> char {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -177,21 +227,170 @@ fn upper_hex_digit(nibble: u8) -> char {
         .map_or('0', |&digit| char::from(digit))
 }
 
-/// Keys are compared without case: the header spellings carry them in header names, which are
-/// case-insensitive, so `Tenant` and `tenant` would otherwise collide there.
-fn contains_key(entries: &[Entry], key: &[u8]) -> bool {
-    entries
-        .iter()
-        .any(|e| e.key.as_bytes().eq_ignore_ascii_case(key))
+/// A set of keys compared without case (the header spellings carry keys in header names, which
+/// are case-insensitive, so `Tenant` and `tenant` would otherwise collide there): a hash table
+/// of indexes into the caller's list, so that each look-up costs the same however many keys
+/// there are. Open addressing; [`SLOTS`] is at least twice the most keys ever inserted
+/// ([`MAX_PREFIXED_BAGGAGE`] header names, or [`MAX_ENTRIES`] entries), so probes stay short
+/// and a free slot always exists.
+struct KeyIndex {
+    /// Index + 1 of the key in the caller's list; 0 is a free slot.
+    slots: [u16; SLOTS],
+}
+
+const SLOTS: usize = 512;
+const _: () = assert!(2 * MAX_PREFIXED_BAGGAGE <= SLOTS && 2 * MAX_ENTRIES <= SLOTS);
+
+impl KeyIndex {
+    fn new() -> Self {
+        KeyIndex { slots: [0; SLOTS] }
+    }
+
+    /// FNV-1a of the lower-cased key, reduced to a slot.
+    fn start(key: &[u8]) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in key {
+            hash ^= u64::from(b.to_ascii_lowercase());
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // The low bits of the hash: below SLOTS, a power of two.
+        (hash as usize) & (SLOTS - 1)
+    }
+
+    /// The slot holding `key`, or the free slot where it would go. `key_of` gives the key at an
+    /// index of the caller's list.
+    fn probe<'k>(&self, key: &[u8], key_of: impl Fn(usize) -> &'k [u8]) -> (usize, Option<usize>) {
+        let mut slot = Self::start(key);
+        // At most SLOTS probes: the table is never full, so a free slot ends the loop first.
+        for _ in 0..SLOTS {
+            match self.slots.get(slot).copied() {
+                None | Some(0) => return (slot, None),
+                Some(stored) => {
+                    let index = usize::from(stored).saturating_sub(1);
+                    if key_of(index).eq_ignore_ascii_case(key) {
+                        return (slot, Some(index));
+                    }
+                }
+            }
+            slot = slot.wrapping_add(1) & (SLOTS - 1);
+        }
+        (slot, None)
+    }
+
+    fn find<'k>(&self, key: &[u8], key_of: impl Fn(usize) -> &'k [u8]) -> Option<usize> {
+        self.probe(key, key_of).1
+    }
+
+    /// Records `key` at `index` of the caller's list unless a key equal to it is there already;
+    /// `false` if it was.
+    fn insert<'k>(&mut self, key: &[u8], index: usize, key_of: impl Fn(usize) -> &'k [u8]) -> bool {
+        let (slot, found) = self.probe(key, key_of);
+        if found.is_some() {
+            return false;
+        }
+        if let (Some(free), Ok(stored)) = (self.slots.get_mut(slot), u16::try_from(index)) {
+            *free = stored.saturating_add(1);
+        }
+        true
+    }
+}
+
+/// The entries of every spelling merged within W3C's limits, built in one pass: reading stops
+/// at the limit instead of collecting everything and cutting afterwards.
+struct Merged {
+    entries: Vec<Entry>,
+    keys: KeyIndex,
+    /// Bytes of the W3C encoding of `entries`.
+    encoded: usize,
+    /// A limit was reached: no further key is taken.
+    full: bool,
+    /// Entries were left out because of a limit.
+    truncated: bool,
+}
+
+impl Merged {
+    fn new() -> Self {
+        Merged {
+            entries: Vec::new(),
+            keys: KeyIndex::new(),
+            encoded: 0,
+            full: false,
+            truncated: false,
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        let entries = &self.entries;
+        self.keys
+            .find(key, |i| entries.get(i).map_or(&[], |e| e.key.as_bytes()))
+            .is_some()
+    }
+
+    /// Adds `entry` unless its key is known (the first spelling of a key wins) or a limit has
+    /// been reached. An entry that would take the list over [`MAX_BYTES`] ends it, so what is
+    /// kept is the longest leading part that fits, as dropping from the end would keep.
+    fn push(&mut self, entry: Entry) {
+        if self.contains(entry.key.as_bytes()) {
+            return;
+        }
+        if self.full {
+            self.truncated = true;
+            return;
+        }
+        let separator = usize::from(!self.entries.is_empty());
+        let size = entry
+            .key
+            .len()
+            .saturating_add(1)
+            .saturating_add(encoded_len(&entry.value))
+            .saturating_add(entry.properties.len())
+            .saturating_add(separator);
+        let encoded = self.encoded.saturating_add(size);
+        if encoded > MAX_BYTES {
+            self.full = true;
+            self.truncated = true;
+            return;
+        }
+        let index = self.entries.len();
+        let entries = &self.entries;
+        self.keys.insert(entry.key.as_bytes(), index, |i| {
+            entries.get(i).map_or(&[], |e| e.key.as_bytes())
+        });
+        self.entries.push(entry);
+        self.encoded = encoded;
+        self.full = self.entries.len() >= MAX_ENTRIES;
+    }
+}
+
+/// Whether every `%` starts a `%XX` escape (what [`percent_decode`] accepts), without decoding.
+fn percent_escapes_valid(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let Some((escape, after)) = rest.get(at..).and_then(|r| r.split_first_chunk::<3>()) else {
+            return false;
+        };
+        if hex_value(escape[1]).is_none() || hex_value(escape[2]).is_none() {
+            return false;
+        }
+        rest = after;
+    }
+    true
 }
 
 /// Parses the W3C list across its lines; `None` when any member breaks the grammar.
+/// Reading stops at W3C's limits: members after the 180th entry (or after the entry that would
+/// take the list over 8,192 bytes) are neither read nor checked.
 pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
+    let mut merged = Merged::new();
+    parse_w3c_into(lines, &mut merged)?;
+    Some(merged.entries)
+}
+
+fn parse_w3c_into(lines: &[&[u8]], merged: &mut Merged) -> Option<()> {
     let total: usize = lines.iter().map(|line| line.len()).sum();
     if total > MAX_INPUT_BYTES {
         return None;
     }
-    let mut entries = Vec::new();
     for member in lines
         .iter()
         .flat_map(|line| line.split(|&b| b == b','))
@@ -199,6 +398,10 @@ pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
     {
         if member.is_empty() {
             continue;
+        }
+        if merged.full {
+            merged.truncated = true;
+            break;
         }
         // The properties keep their leading `;`.
         let (pair, properties) = match member.iter().position(|&b| b == b';') {
@@ -214,30 +417,35 @@ pub fn parse_w3c(lines: &[&[u8]]) -> Option<Vec<Entry>> {
             .split(|&b| b == b';')
             .skip(1)
             .all(|p| p.iter().all(|&b| (0x20..=0x7e).contains(&b)) && !trim_ows(p).is_empty());
-        if !properties_ok {
+        if !properties_ok || !percent_escapes_valid(value) {
             return None;
         }
-        let value = percent_decode(value)?;
-        // A key repeated within the list: the first one wins, as across spellings.
-        if !contains_key(&entries, key) {
-            entries.push(Entry {
-                // Tokens are ASCII.
-                key: String::from_utf8_lossy(key).into_owned(),
-                value,
-                properties: String::from_utf8_lossy(properties).into_owned(),
-            });
+        // A key repeated within the list: the first one wins, as across spellings (checked
+        // before decoding, so repeats cost no allocation).
+        if merged.contains(key) {
+            continue;
         }
+        merged.push(Entry {
+            // Tokens are ASCII.
+            key: String::from_utf8_lossy(key).into_owned(),
+            value: percent_decode(value)?,
+            properties: String::from_utf8_lossy(properties).into_owned(),
+        });
     }
-    Some(entries)
+    Some(())
 }
 
-/// Reads and merges every spelling.
+/// Reads and merges every spelling, stopping at W3C's limits.
 pub fn extract(headers: &RequestHeaders, report: &mut BaggageReport) -> Vec<Entry> {
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut merged = Merged::new();
     if headers.contains(HeaderName::Baggage) {
-        match headers.baggage_lines().and_then(parse_w3c) {
-            Some(w3c) => entries = w3c,
-            None => report.invalid = true,
+        let parsed = headers
+            .baggage_lines()
+            .and_then(|lines| parse_w3c_into(lines, &mut merged));
+        if parsed.is_none() {
+            // A broken list contributes nothing, not even the entries before the break.
+            merged = Merged::new();
+            report.invalid = true;
         }
     }
     let (prefixed, dropped) = headers.prefixed_baggage();
@@ -254,35 +462,26 @@ pub fn extract(headers: &RequestHeaders, report: &mut BaggageReport) -> Vec<Entr
                 report.invalid = true;
                 continue;
             }
-            if contains_key(&entries, key.as_bytes()) {
+            if merged.contains(key.as_bytes()) {
+                continue;
+            }
+            if merged.full {
+                merged.truncated = true;
                 continue;
             }
             // Jaeger and OpenTracing clients URL-encode values; a stray `%` is taken literally.
             let value = percent_decode(value)
                 .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned());
-            entries.push(Entry {
+            merged.push(Entry {
                 key: key.to_string(),
                 value,
                 properties: String::new(),
             });
         }
     }
-    report.truncated |= enforce_limits(&mut entries);
-    report.entries = entries.len();
-    entries
-}
-
-/// Drops entries from the end until the W3C encoding fits the limits; `true` if any went.
-fn enforce_limits(entries: &mut Vec<Entry>) -> bool {
-    let before = entries.len();
-    entries.truncate(MAX_ENTRIES);
-    while entries.len() > 1 && encode_w3c(entries).len() > MAX_BYTES {
-        entries.pop();
-    }
-    if encode_w3c(entries).len() > MAX_BYTES {
-        entries.clear();
-    }
-    entries.len() != before
+    report.truncated |= merged.truncated;
+    report.entries = merged.entries.len();
+    merged.entries
 }
 
 pub fn encode_w3c(entries: &[Entry]) -> String {
@@ -305,47 +504,104 @@ fn encoded_value(value: &str) -> String {
     out
 }
 
-/// Writes `entries` in each of `spellings`, replacing what differs and removing entries of
-/// those spellings that are not in the merged set.
+/// Writes `entries` in each configured spelling, replacing what differs and removing headers of
+/// those spellings that are not in the merged set. The key-in-the-name spellings carry only the
+/// leading entries that fit `max_headers` and `max_header_bytes` (all such spellings together),
+/// so a request never leaves with hundreds more header lines than it came with; every entry
+/// still travels in `baggage`. Returns whether entries were left out of them for that.
 pub fn inject(
     entries: &[Entry],
-    spellings: &[Spelling],
+    config: &BaggageConfig,
     headers: &RequestHeaders,
     edits: &mut Vec<HeaderEdit>,
-) {
-    for &spelling in spellings {
-        match spelling.prefix() {
-            None => {
-                let value = encode_w3c(entries);
-                let unchanged = headers.count(HeaderName::Baggage) == 1
-                    && headers.get(HeaderName::Baggage) == Some(value.as_bytes());
-                if value.is_empty() {
-                    if headers.contains(HeaderName::Baggage) {
-                        edits.push(HeaderEdit::Remove(HeaderName::Baggage));
-                    }
-                } else if !unchanged {
-                    edits.push(HeaderEdit::Set(HeaderName::Baggage, value));
-                }
+) -> bool {
+    // Not collected: a request without baggage allocates nothing here.
+    let prefixes = || config.spellings.iter().filter_map(|s| s.prefix());
+    if config.spellings.contains(&Spelling::W3c) {
+        let value = encode_w3c(entries);
+        let unchanged = headers.count(HeaderName::Baggage) == 1
+            && headers.get(HeaderName::Baggage) == Some(value.as_bytes());
+        if value.is_empty() {
+            if headers.contains(HeaderName::Baggage) {
+                edits.push(HeaderEdit::Remove(HeaderName::Baggage));
             }
-            Some(prefix) => {
-                let (present, _) = headers.prefixed_baggage();
-                for (name, _) in present.iter().filter(|(name, _)| name.starts_with(prefix)) {
-                    let key = &name[prefix.len()..];
-                    if !entries.iter().any(|e| e.key.eq_ignore_ascii_case(key)) {
-                        edits.push(HeaderEdit::RemoveCustom(name.to_string()));
-                    }
-                }
-                for entry in entries {
-                    let name = format!("{prefix}{}", entry.key.to_ascii_lowercase());
-                    let value = encoded_value(&entry.value);
-                    let current = present.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-                    if current != Some(value.as_bytes()) {
-                        edits.push(HeaderEdit::SetCustom(name, value));
-                    }
-                }
+        } else if !unchanged {
+            edits.push(HeaderEdit::Set(HeaderName::Baggage, value));
+        }
+    }
+    let (present, _) = headers.prefixed_baggage();
+    if prefixes().next().is_none() || (entries.is_empty() && present.is_empty()) {
+        return false;
+    }
+    let written = within_header_limits(entries, prefixes(), config);
+    // The headers present and the entries written, indexed by name and key.
+    let mut present_names = KeyIndex::new();
+    for (i, (name, _)) in present.iter().enumerate() {
+        present_names.insert(name.as_bytes(), i, |i| {
+            present.get(i).map_or(&[], |(n, _)| n.as_bytes())
+        });
+    }
+    let mut written_keys = KeyIndex::new();
+    for (i, entry) in written.iter().enumerate() {
+        written_keys.insert(entry.key.as_bytes(), i, |i| {
+            written.get(i).map_or(&[], |e| e.key.as_bytes())
+        });
+    }
+    for prefix in prefixes() {
+        for (name, _) in present {
+            let Some(key) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let kept = written_keys
+                .find(key.as_bytes(), |i| {
+                    written.get(i).map_or(&[], |e| e.key.as_bytes())
+                })
+                .is_some();
+            if !kept {
+                edits.push(HeaderEdit::RemoveCustom(name.to_string()));
+            }
+        }
+        for entry in written {
+            let name = format!("{prefix}{}", entry.key.to_ascii_lowercase());
+            let value = encoded_value(&entry.value);
+            let current = present_names
+                .find(name.as_bytes(), |i| {
+                    present.get(i).map_or(&[], |(n, _)| n.as_bytes())
+                })
+                .and_then(|i| present.get(i))
+                .map(|(_, v)| *v);
+            if current != Some(value.as_bytes()) {
+                edits.push(HeaderEdit::SetCustom(name, value));
             }
         }
     }
+    written.len() < entries.len()
+}
+
+/// The leading entries whose headers in every one of `prefixes` stay within
+/// `config.max_headers` lines and `config.max_header_bytes` bytes (names and values).
+fn within_header_limits<'e, 'p>(
+    entries: &'e [Entry],
+    prefixes: impl Iterator<Item = &'p str>,
+    config: &BaggageConfig,
+) -> &'e [Entry] {
+    // Each entry takes one line per prefix, of the prefix, its key and its encoded value.
+    let (per_entry, prefix_bytes) = prefixes.fold((0usize, 0usize), |(n, bytes), prefix| {
+        (n.saturating_add(1), bytes.saturating_add(prefix.len()))
+    });
+    let (mut lines, mut bytes) = (0usize, 0usize);
+    let fitting = entries
+        .iter()
+        .take_while(|entry| {
+            let own = entry.key.len().saturating_add(encoded_len(&entry.value));
+            lines = lines.saturating_add(per_entry);
+            bytes = bytes
+                .saturating_add(prefix_bytes)
+                .saturating_add(own.saturating_mul(per_entry));
+            lines <= config.max_headers && bytes <= config.max_header_bytes
+        })
+        .count();
+    entries.get(..fitting).unwrap_or_default()
 }
 
 /// Every baggage header of every spelling, for callers whose baggage must not travel.
@@ -396,6 +652,9 @@ mod tests {
             (vec!["=v"], None),
             (vec!["k=v;"], None),
             (vec!["k=\u{e9}"], None),
+            // A repeated key is still checked against the grammar, escapes included.
+            (vec!["k=1,k=%zz"], None),
+            (vec!["k=1,K=2"], Some(vec![entry("k", "1", "")])),
         ];
         for (lines, want) in cases {
             let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
@@ -432,6 +691,7 @@ mod tests {
             BaggageReport {
                 invalid: false,
                 truncated: false,
+                headers_limited: false,
                 entries: 4
             }
         );
@@ -472,6 +732,111 @@ mod tests {
         assert!(report.truncated);
     }
 
+    /// W3C Baggage, "Limits": at most 180 list-members and 8192 bytes. Reading stops there:
+    /// what follows the 180th entry is not read (so not checked either), and thousands of
+    /// repeats of one key cost one entry.
+    #[test]
+    fn reading_stops_at_the_limits() {
+        let full: String = (0..MAX_ENTRIES)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let past = format!("{full},k180=v,not a member");
+        let pairs = [("baggage", past.as_str()), ("uberctx-late", "x")];
+        let mut report = BaggageReport::default();
+        let entries = extract(&headers(&pairs), &mut report);
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        assert_eq!(entries.last().map(|e| e.key.as_str()), Some("k179"));
+        assert!(report.truncated && !report.invalid);
+
+        let exactly = [("baggage", full.as_str())];
+        let mut report = BaggageReport::default();
+        assert_eq!(extract(&headers(&exactly), &mut report).len(), MAX_ENTRIES);
+        assert!(!report.truncated);
+
+        let repeats = vec!["a=1"; 4000].join(",");
+        assert_eq!(
+            parse_w3c(&[repeats.as_bytes()]),
+            Some(vec![entry("a", "1", "")])
+        );
+
+        // 8192 bytes exactly fit; one more byte does not (the entry is left out whole).
+        let fits = format!("a={},b=1", "x".repeat(MAX_BYTES - 6));
+        assert_eq!(
+            encode_w3c(&parse_w3c(&[fits.as_bytes()]).unwrap()).len(),
+            MAX_BYTES
+        );
+        let over = format!("a={},b=12", "x".repeat(MAX_BYTES - 6));
+        assert_eq!(parse_w3c(&[over.as_bytes()]).unwrap().len(), 1);
+    }
+
+    /// README, Baggage: the `uberctx-`/`ot-baggage-` headers a request leaves with are at most
+    /// `baggage.max_headers` lines of at most `baggage.max_header_bytes` bytes together, the
+    /// leading entries of the merged list; `baggage` still carries every entry.
+    #[test]
+    fn key_in_name_spellings_stay_within_the_header_limits() {
+        let many: String = (0..MAX_ENTRIES)
+            .map(|i| format!("key{i:03}=value"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Sent by the caller beyond what fits: removed, so the bound holds for what leaves.
+        let pairs = [("baggage", many.as_str()), ("uberctx-key179", "value")];
+        let view = headers(&pairs);
+        let mut report = BaggageReport::default();
+        let entries = extract(&view, &mut report);
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        let leaving = |config: &BaggageConfig| {
+            let mut edits = Vec::new();
+            let limited = inject(&entries, config, &view, &mut edits);
+            let set: Vec<(String, String)> = edits
+                .iter()
+                .filter_map(|edit| match edit {
+                    HeaderEdit::SetCustom(name, value) => Some((name.clone(), value.clone())),
+                    _ => None,
+                })
+                .collect();
+            let removed = edits.contains(&HeaderEdit::RemoveCustom("uberctx-key179".into()));
+            (limited, set, removed)
+        };
+        // Defaults: 64 lines, 4096 bytes. Each entry is two lines ("uberctx-key000: value",
+        // 14 + 5 bytes, and "ot-baggage-key000: value", 17 + 5 bytes): 41 bytes an entry, so
+        // the line limit binds first: 32 entries, 1312 bytes.
+        let (limited, set, removed) = leaving(&BaggageConfig::default());
+        assert!(limited && removed);
+        assert_eq!(set.len(), DEFAULT_MAX_HEADERS);
+        assert_eq!(set.first().map(|(n, _)| n.as_str()), Some("uberctx-key000"));
+        assert_eq!(
+            set.last().map(|(n, _)| n.as_str()),
+            Some("ot-baggage-key031")
+        );
+        let bytes: usize = set.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert_eq!(bytes, 32 * 41);
+        // A byte limit of 100 fits two entries (82 bytes), not three (123).
+        let config = BaggageConfig {
+            max_header_bytes: 100,
+            ..BaggageConfig::default()
+        };
+        let (limited, set, _) = leaving(&config);
+        assert!(limited);
+        assert_eq!(set.len(), 4);
+        // Room for everything: nothing is limited, the caller's header is kept as it came.
+        let config = BaggageConfig {
+            max_headers: 2 * MAX_ENTRIES,
+            max_header_bytes: 65_536,
+            ..BaggageConfig::default()
+        };
+        let (limited, set, removed) = leaving(&config);
+        assert!(!limited && !removed);
+        assert_eq!(set.len(), 2 * MAX_ENTRIES - 1);
+        // `baggage` alone adds no such header (and leaves the caller's, a spelling not written).
+        let config = BaggageConfig {
+            spellings: vec![Spelling::W3c],
+            max_headers: 1,
+            ..BaggageConfig::default()
+        };
+        assert_eq!(leaving(&config), (false, vec![], false));
+    }
+
     #[test]
     fn encodes_each_spelling() {
         let entries = vec![
@@ -480,7 +845,13 @@ mod tests {
         ];
         let pairs = [("uberctx-stale", "x"), ("uberctx-plan", "gold")];
         let mut edits = Vec::new();
-        inject(&entries, &Spelling::ALL, &headers(&pairs), &mut edits);
+        let limited = inject(
+            &entries,
+            &BaggageConfig::default(),
+            &headers(&pairs),
+            &mut edits,
+        );
+        assert!(!limited);
         assert_eq!(
             edits,
             vec![
@@ -516,6 +887,16 @@ mod tests {
                 "unknown key",
             ),
             (r#"{"baggage": []}"#, "baggage", "must be an object"),
+            (
+                r#"{"baggage": {"max_headers": 0}}"#,
+                "baggage.max_headers",
+                "at least 1",
+            ),
+            (
+                r#"{"baggage": {"max_header_bytes": 100000}}"#,
+                "baggage.max_header_bytes",
+                "at most 65536",
+            ),
         ]);
     }
 }

@@ -291,8 +291,30 @@ impl Config {
         if let Some(value) = object.get("spans") {
             config.spans = Some(SpansConfig::from_json(value)?);
         }
+        config.check_force_header()?;
         config.formats_read = formats_read(&config.extract, &config.inject);
         Ok(config)
+    }
+
+    /// The force header must not be a header the response writes either (the names tracebridge
+    /// always owns are refused in [`ForceConfig::parse`]; the link's is configured).
+    fn check_force_header(&self) -> Result<(), ConfigError> {
+        let (Some(force), Some(link)) = (
+            &self.sampling.force,
+            self.response.as_ref().and_then(|r| r.link.as_ref()),
+        ) else {
+            return Ok(());
+        };
+        if force.header == link.header {
+            return Err(error(
+                "sampling.force.header",
+                format!(
+                    "\"{}\" is also response.link.header: the token could travel on in it",
+                    force.header
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The formats a request reads: `extract`, then those only in `inject` (whose headers must

@@ -414,10 +414,18 @@ impl RequestFilter {
                 Some(translation.context)
             }
             Err(_) => {
+                // Nothing else is rewritten, but a force token never travels on.
+                if let Some(force) = &plugin.config.sampling.force {
+                    if headers.custom(force.header_index).is_some() {
+                        self.set_http_request_header(&force.header, None);
+                    }
+                }
                 plugin
                     .metrics
                     .increment(Counter::Event(Event::RandomUnavailable));
-                log::warn!("tracebridge: no random bytes from the host; request passed unchanged");
+                log::warn!(
+                    "tracebridge: no random bytes from the host; request passed unchanged (but for the force header)"
+                );
                 None
             }
         }

@@ -17,11 +17,24 @@ const MIN_SECRET_LEN: usize = 16;
 
 /// Longer values are not tokens (key ids are short; the MAC is 64 hex digits).
 const MAX_TOKEN_LEN: usize = 256;
+/// The longest key id whose tokens fit [`MAX_TOKEN_LEN`] with any expiry `verify` reads (20
+/// digits) and the MAC: `<id>.<expiry>.<64 hex digits>`. A longer id could never verify.
+pub const MAX_KEY_ID_LEN: usize = MAX_TOKEN_LEN - 1 - 20 - 1 - 64;
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ForceKey {
     pub id: String,
     pub secret: Vec<u8>,
+}
+
+/// The secret never appears in a debug print of the configuration.
+impl std::fmt::Debug for ForceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForceKey")
+            .field("id", &self.id)
+            .field("secret", &"(redacted)")
+            .finish()
+    }
 }
 
 /// What a force header amounted to.
@@ -97,10 +110,10 @@ impl ForceConfig {
             return Err(error("sampling.force.header", "is required"));
         };
         let header = header_name(header, "sampling.force.header")?;
-        if HeaderName::from_lowercase(&header).is_some() {
+        if let Some(why) = carried_elsewhere(&header) {
             return Err(error(
                 "sampling.force.header",
-                format!("\"{header}\" is a header tracebridge already reads"),
+                format!("\"{header}\" is {why}: the token could travel on in it"),
             ));
         }
         let header_index = custom_header(custom, header.clone(), "sampling.force.header")?;
@@ -114,6 +127,15 @@ impl ForceConfig {
         let mut keys = Vec::new();
         for (id, value) in keys_object {
             let path = format!("sampling.force.keys.{id}");
+            if id.len() > MAX_KEY_ID_LEN {
+                return Err(error(
+                    path,
+                    format!(
+                        "key ids may be at most {MAX_KEY_ID_LEN} characters long (this one has {}): tokens are at most {MAX_TOKEN_LEN} bytes, so a longer id could never verify",
+                        id.len()
+                    ),
+                ));
+            }
             if id.is_empty()
                 || !id
                     .bytes()
@@ -144,6 +166,27 @@ impl ForceConfig {
             max_per_second,
             trust_context,
         })
+    }
+}
+
+/// Why the force header may not be called `name`, if it may not: the filter removes the force
+/// header, but a name that a format, baggage or the response also reads or writes would carry
+/// the token on (a `uberctx-` name, for one, becomes `baggage: <key>=<token>` upstream). Every
+/// such name is refused whatever is configured, so that no later change of `extract`, `inject`
+/// or `baggage` can open the leak.
+fn carried_elsewhere(name: &str) -> Option<&'static str> {
+    use crate::headers::{JAEGER_BAGGAGE_PREFIX, OPENTRACING_BAGGAGE_PREFIX};
+    use crate::response::{SERVER_TIMING, TIMING_ALLOW_ORIGIN, TRACERESPONSE};
+    if HeaderName::from_lowercase(name).is_some() {
+        Some("a header tracebridge already reads")
+    } else if name.starts_with(JAEGER_BAGGAGE_PREFIX)
+        || name.starts_with(OPENTRACING_BAGGAGE_PREFIX)
+    {
+        Some("a baggage header (uberctx-* and ot-baggage-* carry baggage entries)")
+    } else if [SERVER_TIMING, TRACERESPONSE, TIMING_ALLOW_ORIGIN].contains(&name) {
+        Some("a header tracebridge writes on responses")
+    } else {
+        None
     }
 }
 
@@ -269,6 +312,73 @@ mod tests {
         }
     }
 
+    /// Issue 10, defect 6: the longest key id whose token fits the 256 bytes `verify` reads
+    /// is accepted and verifies, with the longest expiry; one character more is refused at
+    /// configuration time, naming the key.
+    #[test]
+    fn key_ids_are_as_long_as_a_token_allows() {
+        let longest = "k".repeat(MAX_KEY_ID_LEN);
+        let config = |id: &str| {
+            format!(
+                r#"{{"sampling": {{"force": {{"header": "x-f", "keys": {{"{id}": "0123456789abcdef"}}}}}}}}"#
+            )
+        };
+        let parsed = crate::config::Config::from_json(config(&longest).as_bytes()).unwrap();
+        let keys = parsed.sampling.force.unwrap().keys;
+        let token = sign(&longest, b"0123456789abcdef", u64::MAX);
+        assert_eq!(token.len(), MAX_TOKEN_LEN);
+        assert_eq!(verify(token.as_bytes(), &keys, 1), ForceToken::Valid);
+        let too_long = "k".repeat(MAX_KEY_ID_LEN + 1);
+        let err = crate::config::Config::from_json(config(&too_long).as_bytes()).unwrap_err();
+        assert_eq!(err.path, format!("sampling.force.keys.{too_long}"));
+        assert!(
+            err.problem.contains("at most 170 characters"),
+            "{}",
+            err.problem
+        );
+    }
+
+    /// The MAC comparison is constant-time because it is the hmac crate's `verify_slice`
+    /// (RustCrypto; it compares with `subtle`'s `ConstantTimeEq`), not a comparison of bytes
+    /// here. Timing cannot be asserted on a shared machine, so this checks the code: `check`
+    /// ends in `verify_slice`, and no MAC bytes are compared with `==` anywhere in this file.
+    #[test]
+    fn the_mac_is_compared_by_the_hmac_crate_in_constant_time() {
+        let source = include_str!("force.rs");
+        let check =
+            &source[source.find("fn check(").unwrap()..source.find("fn decode_mac(").unwrap()];
+        assert!(check.contains("hmac.verify_slice(&mac)"), "{check}");
+        let library = &source[..source.find("#[cfg(test)]").unwrap()];
+        for forbidden in ["mac ==", "== mac", "mac.eq(", "finalize().into_bytes() =="] {
+            assert!(!library.contains(forbidden), "{forbidden}");
+        }
+        // And it is the comparison that decides: a MAC wrong in its first or in its last
+        // byte is rejected alike.
+        let now = 1_800_000_000;
+        let valid = sign("ops", SECRET, now + 60);
+        let mac_at = valid.rfind('.').unwrap() + 1;
+        for at in [mac_at, valid.len() - 1] {
+            let mut wrong = valid.clone().into_bytes();
+            wrong[at] = if wrong[at] == b'0' { b'1' } else { b'0' };
+            assert_eq!(verify(&wrong, &keys(), now), ForceToken::Rejected);
+        }
+    }
+
+    /// Secrets stay out of what the filter logs: the configuration summary (logged at start)
+    /// and any debug print of the configuration.
+    #[test]
+    fn secrets_appear_in_no_summary_or_debug_print() {
+        let secret = "a-secret-nobody-may-log-0123";
+        let text = format!(
+            r#"{{"sampling": {{"force": {{"header": "x-f", "keys": {{"ops": "{secret}"}}}}}}}}"#
+        );
+        let config = crate::config::Config::from_json(text.as_bytes()).unwrap();
+        assert!(!config.summary().contains(secret));
+        assert!(!format!("{config:?}").contains(secret));
+        assert!(!format!("{config:?}").contains(&format!("{:?}", secret.as_bytes())));
+        assert!(format!("{config:?}").contains("(redacted)"));
+    }
+
     #[test]
     fn trust_context_defaults_to_true() {
         let parse = |extra: &str| {
@@ -296,6 +406,32 @@ mod tests {
                 r#"{"sampling": {"force": {"header": "traceparent", "keys": {"a": "0123456789abcdef"}}}}"#,
                 "sampling.force.header",
                 "already reads",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "uberctx-force", "keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "a baggage header",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "OT-Baggage-Force", "keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "a baggage header",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "baggage", "keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "already reads",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "server-timing", "keys": {"a": "0123456789abcdef"}}}}"#,
+                "sampling.force.header",
+                "writes on responses",
+            ),
+            (
+                r#"{"sampling": {"force": {"header": "x-trace-link", "keys": {"a": "0123456789abcdef"}}},
+                    "response": {"link": {"header": "X-Trace-Link", "template": "https://t/{trace_id}"}}}"#,
+                "sampling.force.header",
+                "also response.link.header",
             ),
             (
                 r#"{"sampling": {"force": {"header": "x-f", "keys": {}}}}"#,

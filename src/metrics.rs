@@ -32,6 +32,9 @@ listed_enum! {
         InvalidBaggage,
         /// Baggage entries dropped to stay within the W3C limits.
         BaggageTruncated,
+        /// Baggage entries left out of the `uberctx-`/`ot-baggage-` headers to stay within
+        /// `baggage.max_headers` and `baggage.max_header_bytes`.
+        BaggageHeadersLimited,
     }
 }
 
@@ -49,6 +52,7 @@ impl Event {
             Event::BaggageExtracted => "tracebridge.extracted.baggage",
             Event::InvalidBaggage => "tracebridge.invalid.baggage",
             Event::BaggageTruncated => "tracebridge.baggage_truncated",
+            Event::BaggageHeadersLimited => "tracebridge.baggage_headers_limited",
         }
     }
 }
@@ -151,6 +155,10 @@ pub fn counters(report: &Report) -> impl Iterator<Item = Counter> + '_ {
             .baggage
             .truncated
             .then_some(Counter::Event(Event::BaggageTruncated)),
+        report
+            .baggage
+            .headers_limited
+            .then_some(Counter::Event(Event::BaggageHeadersLimited)),
     ];
     invalid.chain(flags.into_iter().flatten())
 }

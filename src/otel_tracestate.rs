@@ -9,6 +9,11 @@ const OT_KEY: &[u8] = b"ot";
 /// "The complete `ot` value must be at most 256 characters."
 const MAX_OT_VALUE_LEN: usize = 256;
 const MAX_MEMBERS: usize = 32;
+/// The longest `tracestate` this filter writes when it changes one: W3C asks that at least 512
+/// characters be propagated, so every reader keeps a list of this size.
+pub const MAX_WRITTEN_LEN: usize = 512;
+/// W3C: "entries larger than 128 characters long SHOULD be removed first".
+const LARGE_MEMBER: usize = 128;
 
 /// What a valid `ot` entry says about sampling.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -86,23 +91,14 @@ pub fn read(lines: &[&[u8]]) -> OtValues {
 /// The list with the `ot` entry's `th` set to `th` (or removed), the entry moved to the front
 /// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order.
 /// An invalid `ot` entry is replaced. `None` when nothing is left to send.
+///
+/// What is written stays valid and within what every reader keeps: the `ot` value within its
+/// 256 characters (sub-keys this filter does not know, `th` and `rv` aside, are left out when
+/// they do not fit, as the OpenTelemetry specification allows), and the list within 32 members
+/// and [`MAX_WRITTEN_LEN`] bytes (W3C Trace Context, "tracestate Limits": members over 128
+/// characters go first, then members from the end).
 pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> {
-    let mut ot = String::new();
-    if let Some(encoded) = th.and_then(Threshold::encode_th) {
-        ot.push_str("th:");
-        ot.push_str(&encoded);
-    }
-    if let Some(pairs) = ot_value(lines).and_then(sub_keys) {
-        for (key, value) in pairs.filter(|(key, _)| *key != b"th") {
-            if !ot.is_empty() {
-                ot.push(';');
-            }
-            // The grammar admits ASCII only, so these conversions cannot fail.
-            ot.push_str(std::str::from_utf8(key).unwrap_or_default());
-            ot.push(':');
-            ot.push_str(std::str::from_utf8(value).unwrap_or_default());
-        }
-    }
+    let ot = ot_with_threshold(lines, th);
     let mut out = String::new();
     let mut room = MAX_MEMBERS;
     if !ot.is_empty() {
@@ -110,17 +106,78 @@ pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> 
         out.push_str(&ot);
         room = room.saturating_sub(1);
     }
-    let others = members(lines)
-        .filter(|member| split_member(member).0 != OT_KEY)
-        .filter_map(|member| std::str::from_utf8(member).ok());
     // Adding `ot` to a full list drops the rightmost member, as W3C allows.
-    for member in others.take(room) {
+    let mut others: Vec<&str> = members(lines)
+        .filter(|member| split_member(member).0 != OT_KEY)
+        .filter_map(|member| std::str::from_utf8(member).ok())
+        .take(room)
+        .collect();
+    let separators = usize::from(!out.is_empty()).saturating_add(others.len().saturating_sub(1));
+    let mut len = others
+        .iter()
+        .fold(out.len(), |len, member| len.saturating_add(member.len()))
+        .saturating_add(if others.is_empty() { 0 } else { separators });
+    // The `ot` member alone is at most 3 + 256 bytes, under the limit: removing others ends.
+    while len > MAX_WRITTEN_LEN {
+        let large = others
+            .iter()
+            .rposition(|member| member.len() > LARGE_MEMBER);
+        let Some(at) = large.or(others.len().checked_sub(1)) else {
+            break;
+        };
+        let removed = others.remove(at);
+        len = len.saturating_sub(removed.len().saturating_add(1));
+    }
+    for member in others {
         if !out.is_empty() {
             out.push(',');
         }
         out.push_str(member);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// The `ot` value with `th` set (or removed) and the other valid sub-keys kept in order while
+/// they fit: `rv` always (the room for it is kept), others only within [`MAX_OT_VALUE_LEN`].
+fn ot_with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> String {
+    let mut ot = String::new();
+    if let Some(encoded) = th.and_then(Threshold::encode_th) {
+        ot.push_str("th:");
+        ot.push_str(&encoded);
+    }
+    let Some(pairs) = ot_value(lines).and_then(sub_keys) else {
+        return ot;
+    };
+    let pairs: Vec<(&[u8], &[u8])> = pairs.filter(|(key, _)| *key != b"th").collect();
+    // What `rv` takes when it comes later (with its `;`): kept free for it.
+    let mut reserved = pairs
+        .iter()
+        .find(|(key, _)| *key == b"rv")
+        .map_or(0, |(key, value)| pair_len(key, value).saturating_add(1));
+    for (key, value) in pairs {
+        let is_rv = key == b"rv";
+        let needed = pair_len(key, value).saturating_add(usize::from(!ot.is_empty()));
+        let reserve = if is_rv { 0 } else { reserved };
+        if !is_rv && ot.len().saturating_add(needed).saturating_add(reserve) > MAX_OT_VALUE_LEN {
+            continue;
+        }
+        if is_rv {
+            reserved = 0;
+        }
+        if !ot.is_empty() {
+            ot.push(';');
+        }
+        // The grammar admits ASCII only, so these conversions cannot fail.
+        ot.push_str(std::str::from_utf8(key).unwrap_or_default());
+        ot.push(':');
+        ot.push_str(std::str::from_utf8(value).unwrap_or_default());
+    }
+    ot
+}
+
+/// Bytes of `key:value`.
+fn pair_len(key: &[u8], value: &[u8]) -> usize {
+    key.len().saturating_add(1).saturating_add(value.len())
 }
 
 /// The whole `tracestate` of a trace whose randomness the filter drew: `ot=th:<T>;rv:<R>` when
@@ -231,6 +288,65 @@ mod tests {
             assert_eq!(read_back.rv, Some(rv), "{got}");
             assert_eq!(read_back.th, th_in.and_then(th), "{got}");
         }
+    }
+
+    /// Issue 10, defect 2. OpenTelemetry "TraceState Handling": the `ot` value is at most 256
+    /// characters; sub-keys other than `th` and `rv` may be dropped to keep it so.
+    #[test]
+    fn the_ot_value_stays_within_256_characters() {
+        // A valid 255-byte line whose `ot` value is 252 characters: `th:0` does not fit beside
+        // the unknown `a`, which is left out.
+        let line = format!("ot=a:{}", "b".repeat(250));
+        assert_eq!(line.len(), 255);
+        assert_eq!(
+            with_threshold(&[line.as_bytes()], th("0")).as_deref(),
+            Some("ot=th:0")
+        );
+        // `rv` is kept whatever else must go; short unknown keys stay while they fit.
+        let long = format!("ot=x:1;a:{};rv:9b8233f7e3a151;y:2", "b".repeat(225));
+        let got = with_threshold(&[long.as_bytes()], th("fd70a")).unwrap();
+        assert_eq!(got, "ot=th:fd70a;x:1;rv:9b8233f7e3a151;y:2");
+        // Exactly 256 fits.
+        let exact = format!("ot=a:{}", "b".repeat(249));
+        let got = with_threshold(&[exact.as_bytes()], th("0")).unwrap();
+        assert_eq!(got.len(), 3 + MAX_OT_VALUE_LEN);
+        assert_eq!(got, format!("ot=th:0;{}", &exact[3..]));
+        // Whatever is written reads back as a valid entry with the threshold set.
+        for written in [got, with_threshold(&[long.as_bytes()], th("c")).unwrap()] {
+            assert!(crate::formats::tracecontext::tracestate_is_valid(&[
+                written.as_bytes()
+            ]));
+            assert_eq!(
+                read(&[written.as_bytes()]).th,
+                th(if written.contains("th:c") { "c" } else { "0" })
+            );
+        }
+    }
+
+    /// W3C Trace Context, "tracestate Limits": past 512 characters, members over 128 characters
+    /// are removed first, then members from the end.
+    #[test]
+    fn a_rewritten_list_stays_within_512_bytes() {
+        let big = |c: &str| format!("{c}={}", "v".repeat(200));
+        let small: Vec<String> = (0..20)
+            .map(|i| format!("k{i:02}=vvvvvvvvvvvvvvvvvv"))
+            .collect();
+        // 20 small members (22 bytes each), with two large ones among them.
+        let mut list = small.clone();
+        list.insert(3, big("big1"));
+        list.insert(10, big("big2"));
+        let line = list.join(",");
+        let got = with_threshold(&[line.as_bytes()], th("8")).unwrap();
+        // The two large ones go first: "ot=th:8" and the 20 small ones are 7 + 20 * 23 bytes.
+        assert_eq!(got, format!("ot=th:8,{}", small.join(",")));
+        assert_eq!(got.len(), 467);
+        // Then from the end: 30 small members are 7 + 30 * 23 = 697 bytes, 21 fit.
+        let many: Vec<String> = (0..30)
+            .map(|i| format!("k{i:02}=vvvvvvvvvvvvvvvvvv"))
+            .collect();
+        let got = with_threshold(&[many.join(",").as_bytes()], th("8")).unwrap();
+        assert_eq!(got, format!("ot=th:8,{}", many[..21].join(",")));
+        assert!(got.len() <= MAX_WRITTEN_LEN);
     }
 
     #[test]

@@ -148,7 +148,10 @@ fn parse(value: &[u8]) -> Option<Parsed> {
     })
 }
 
-/// `Root=...;Parent=...;Sampled=...` followed by `extra_fields` (each without its `;`).
+/// `Root=...;Parent=...;Sampled=...` followed by `extra_fields` (each without its `;`), as many
+/// whole fields as keep the header within [`MAX_LEN`], the most this reader (and so the next
+/// tracebridge hop) accepts: a field that would take it over is left out, later shorter ones
+/// still go.
 pub fn encode<'a>(ctx: &TraceContext, extra_fields: impl Iterator<Item = &'a [u8]>) -> String {
     let mut out = String::with_capacity(80);
     let trace = ctx.trace_id.to_hex();
@@ -163,12 +166,23 @@ pub fn encode<'a>(ctx: &TraceContext, extra_fields: impl Iterator<Item = &'a [u8
     } else {
         ";Sampled=0"
     });
+    let mut left_out = 0usize;
     for field in extra_fields {
         // Fields are ASCII when the header parsed; anything else is dropped rather than mangled.
-        if let Ok(field) = std::str::from_utf8(field) {
-            out.push(';');
-            out.push_str(field);
+        let Ok(field) = std::str::from_utf8(field) else {
+            continue;
+        };
+        if out.len().saturating_add(1).saturating_add(field.len()) > MAX_LEN {
+            left_out = left_out.saturating_add(1);
+            continue;
         }
+        out.push(';');
+        out.push_str(field);
+    }
+    if left_out > 0 {
+        log::debug!(
+            "tracebridge: x-amzn-trace-id: {left_out} extra field(s) left out to stay within {MAX_LEN} bytes"
+        );
     }
     out
 }
@@ -308,6 +322,38 @@ mod tests {
     fn unchanged_canonical_header_is_left_alone() {
         let incoming = format!("Root={ROOT};Parent=1111111111111111;Sampled=1;Lineage=x");
         assert_eq!(inject_value(&incoming, TRACE), vec![]);
+    }
+
+    /// Issue 10, defect 1: the header written must be one this reader accepts (at most
+    /// `MAX_LEN` bytes), so extra fields that do not fit are left out whole.
+    #[test]
+    fn extra_fields_never_take_the_header_over_its_size_cap() {
+        // 1,024 bytes in: valid, and its Lineage (975 bytes) cannot fit beside a Parent.
+        let incoming = format!("Root={ROOT};Lineage={}", "a".repeat(975));
+        assert_eq!(incoming.len(), MAX_LEN);
+        let want = format!("Root={ROOT};Parent=1111111111111111;Sampled=1");
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
+        // A field too long is left out; the short ones around it stay, in order.
+        let incoming = format!("Root={ROOT};Self=1-a;Pad={};Lineage=b", "p".repeat(960));
+        let want = format!("Root={ROOT};Parent=1111111111111111;Sampled=1;Self=1-a;Lineage=b");
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
+        // What fits exactly stays: 74 bytes of ids and 950 of field make 1,024.
+        let field = format!("Pad={}", "p".repeat(945));
+        let incoming = format!("Root={ROOT};{field}");
+        let written = format!("Root={ROOT};Parent=1111111111111111;Sampled=1;{field}");
+        assert_eq!(written.len(), MAX_LEN);
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, written.clone())]
+        );
+        // And every header written reads back.
+        assert!(parse(written.as_bytes()).is_some());
     }
 
     #[test]

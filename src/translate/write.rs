@@ -105,7 +105,7 @@ fn write_baggage(
         Vec::new()
     };
     if settings.inject {
-        baggage::inject(&entries, &settings.spellings, headers, edits);
+        report.headers_limited = baggage::inject(&entries, settings, headers, edits);
     }
     report
 }

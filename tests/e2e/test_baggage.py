@@ -21,11 +21,14 @@ W3C_ONLY = {**ON, "baggage": {"spellings": ["w3c"]}}
 W3C_AND_OT = {**ON, "baggage": {"spellings": ["w3c", "opentracing"]}}
 EXTRACT_ONLY = {"extract": ALL_FORMATS + ["baggage"]}
 UNTRUSTED = {**ON, "sampling": {"trust_incoming": False}}
+# Room for entries of thousands of bytes in the uberctx-/ot-baggage- spellings.
+ROOMY = {**ON, "baggage": {"max_header_bytes": 16384}}
 
 BAGGAGE_COUNTERS = (
     "tracebridge.extracted.baggage",
     "tracebridge.invalid.baggage",
     "tracebridge.baggage_truncated",
+    "tracebridge.baggage_headers_limited",
 )
 
 
@@ -233,8 +236,9 @@ def test_byte_limit_counts_the_encoded_size(proxies):
     assert delta == {"tracebridge.extracted.baggage": 1, "tracebridge.baggage_truncated": 1}
 
 
-def test_dropped_entry_is_removed_from_every_spelling(proxy):
+def test_dropped_entry_is_removed_from_every_spelling(proxies):
     # All spellings configured: "a" (5002 bytes) fits, "b" from uberctx- would pass 8192.
+    proxy = proxies(ROOMY)
     big_a, big_b = "x" * 5000, "y" * 5000
     with proxy.counting(BAGGAGE_COUNTERS) as delta:
         got = proxy.send([("baggage", f"a={big_a}"), ("uberctx-b", big_b)])
@@ -269,8 +273,9 @@ def test_many_w3c_lines_are_one_list(proxies):
 
 
 def test_seventy_prefixed_headers_are_all_merged(proxies):
-    # 70 entries are within the 180-entry limit: all merged, none dropped.
-    proxy = proxies(W3C_AND_OT)
+    # 70 entries are within the 180-entry limit: all merged, none dropped (and within a
+    # header limit raised to 70).
+    proxy = proxies({**ON, "baggage": {"spellings": ["w3c", "opentracing"], "max_headers": 70}})
     sent = [(f"ot-baggage-k{i}", "v") for i in range(70)]
     with proxy.counting(BAGGAGE_COUNTERS) as delta:
         got = proxy.send(sent)
@@ -337,6 +342,66 @@ def test_untrusted_caller_baggage_is_removed_in_every_spelling(proxies):
     ids=["unknown-spelling", "baggage-twice"],
 )
 def test_invalid_baggage_configuration_is_rejected(start_envoy, config, path):
+    envoy = start_envoy(config)
+    with pytest.raises(EnvoyExited) as exc:
+        envoy.start()
+    pattern = re.compile(r"tracebridge: invalid configuration: " + path + r": \S")
+    assert pattern.search(exc.value.log), envoy.log_tail()
+
+
+# -- what the header spellings add: baggage.max_headers, max_header_bytes ------------
+
+
+def prefixed(got) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in got.pairs if n.startswith(("uberctx-", "ot-baggage-"))]
+
+
+def test_a_full_baggage_header_adds_at_most_the_default_bound(proxy):
+    # One W3C header of 180 entries (the W3C maximum) with all three spellings configured
+    # would be 360 more header lines; Python's http.server (the upstream here) answers 431
+    # to more than 100. README defaults: 64 lines, 4096 bytes of names and values. Each
+    # entry "key000=value" is two lines of 19 and 22 bytes, so 32 entries (64 lines,
+    # 1312 bytes) go in the header spellings, all 180 in `baggage`.
+    sent = [f"key{i:03}=value" for i in range(180)]
+    with proxy.counting(BAGGAGE_COUNTERS) as delta:
+        got = proxy.send([("baggage", ",".join(sent)), ("uberctx-key179", "value")])
+    lines = prefixed(got)
+    assert len(lines) == 64, lines
+    assert sum(len(n) + len(v) for n, v in lines) <= 4096
+    assert [n for n, _ in lines] == [f"uberctx-key{i:03}" for i in range(32)] + [
+        f"ot-baggage-key{i:03}" for i in range(32)
+    ]
+    assert got.all("baggage") == [",".join(sent)]
+    assert delta == {
+        "tracebridge.extracted.baggage": 1,
+        "tracebridge.baggage_headers_limited": 1,
+    }
+
+
+def test_a_configured_bound_holds(proxies):
+    # max_header_bytes 200: entries "k0".."k9" of 20-byte values take 2 + 20 + 8 (uberctx-)
+    # and 2 + 20 + 11 (ot-baggage-) = 63 bytes each: three fit (189), four do not (252).
+    proxy = proxies({**ON, "baggage": {"max_headers": 10, "max_header_bytes": 200}})
+    sent = [f"k{i}=" + "v" * 20 for i in range(10)]
+    with proxy.counting(BAGGAGE_COUNTERS) as delta:
+        got = proxy.send([("baggage", ",".join(sent))])
+    lines = prefixed(got)
+    assert sorted(n for n, _ in lines) == sorted(
+        [f"uberctx-k{i}" for i in range(3)] + [f"ot-baggage-k{i}" for i in range(3)]
+    )
+    assert sum(len(n) + len(v) for n, v in lines) == 189
+    assert delta["tracebridge.baggage_headers_limited"] == 1
+
+
+@pytest.mark.parametrize(
+    "config, path",
+    [
+        ('{"baggage": {"max_headers": 0}}', r"baggage\.max_headers"),
+        ('{"baggage": {"max_header_bytes": "4k"}}', r"baggage\.max_header_bytes"),
+    ],
+    ids=["zero-headers", "bytes-not-a-number"],
+)
+def test_invalid_header_bounds_are_rejected(start_envoy, config, path):
     envoy = start_envoy(config)
     with pytest.raises(EnvoyExited) as exc:
         envoy.start()

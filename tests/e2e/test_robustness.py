@@ -122,6 +122,57 @@ def test_mutated_headers_never_break_requests(proxy):
     assert "Function: proxy_on" not in log and "panicked" not in log, proxy.envoy.log_tail()
 
 
+# -- what the filter writes, the next tracebridge hop reads (issue 10, defects 1 and 2) ----
+
+XRAY_FIELDS_RE = re.compile(
+    r"^Root=1-5759e988-bd862e3fe1be46a994272793;Parent=[0-9a-f]{16};Sampled=[01](;[^;]+)*$"
+)
+
+
+def test_a_full_size_xray_header_leaves_within_the_size_its_reader_accepts(proxies):
+    # 1,024 bytes (the most the filter reads) with a 975-byte Lineage: written back with a
+    # Parent it would be 1,058 bytes, which the next hop would refuse and restart the trace.
+    proxy = proxies({"inject": ["tracecontext", "xray"]})
+    sent = "Root=1-5759e988-bd862e3fe1be46a994272793;Lineage=" + "a" * 975
+    assert len(sent) == 1024
+    got = proxy.send([("x-amzn-trace-id", sent)])
+    [written] = got.all("x-amzn-trace-id")
+    assert len(written) <= 1024 and XRAY_FIELDS_RE.match(written), written
+    # A second hop reads it: the trace continues there with the same id.
+    again = proxy.send([("x-amzn-trace-id", written)])
+    assert again.all("x-amzn-trace-id")[0].startswith(
+        "Root=1-5759e988-bd862e3fe1be46a994272793;"
+    )
+    assert again.get("traceparent").split("-")[1] == "5759e988bd862e3fe1be46a994272793"
+
+
+# W3C Trace Context: key "=" value, value of at most 256 printable characters without "," "=".
+TRACESTATE_MEMBER_RE = re.compile(r"^[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$")
+
+
+def test_adding_th_to_a_full_ot_entry_keeps_tracestate_valid(proxies):
+    # X-Ray leaves the decision to this hop (Sampled=?) and traceparent has the same ids, so
+    # the caller's tracestate belongs to the trace and gets the threshold, th:0 at p = 1.
+    proxy = proxies(
+        {"extract": ["xray", "tracecontext"], "inject": ["tracecontext"], "sampling": {"probability": 1}}
+    )
+    tracestate = "ot=a:" + "b" * 250
+    assert len(tracestate) == 255
+    got = proxy.send(
+        [
+            ("x-amzn-trace-id", "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=?"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("tracestate", tracestate),
+        ]
+    )
+    [written] = got.all("tracestate")
+    members = written.split(",")
+    assert len(members) <= 32 and len(written) <= 512
+    assert all(TRACESTATE_MEMBER_RE.match(m) for m in members), written
+    ot = dict(kv.split(":") for kv in members[0].removeprefix("ot=").split(";"))
+    assert ot["th"] == "0", written
+
+
 def test_envoy_still_healthy(proxy):
     status, _ = proxy.envoy.admin_get("/ready")
     assert status == 200
