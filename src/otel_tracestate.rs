@@ -84,7 +84,8 @@ pub fn read(lines: &[&[u8]]) -> OtValues {
 }
 
 /// The list with the `ot` entry's `th` set to `th` (or removed), the entry moved to the front
-/// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order.
+/// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order (the
+/// first entry of a repeated key only).
 /// An invalid `ot` entry is replaced. `None` when nothing is left to send.
 pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> {
     let mut ot = String::new();
@@ -103,22 +104,44 @@ pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> 
             ot.push_str(std::str::from_utf8(value).unwrap_or_default());
         }
     }
-    let mut out = String::new();
+    // Never longer than the lines and the new `ot` entry: one allocation, none for nothing.
+    let total: usize = lines.iter().map(|line| line.len().saturating_add(1)).sum();
+    if total == 0 && ot.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(total.saturating_add(ot.len()).saturating_add(4));
     let mut room = MAX_MEMBERS;
     if !ot.is_empty() {
         out.push_str("ot=");
         out.push_str(&ot);
         room = room.saturating_sub(1);
     }
-    let others = members(lines)
-        .filter(|member| split_member(member).0 != OT_KEY)
-        .filter_map(|member| std::str::from_utf8(member).ok());
-    // Adding `ot` to a full list drops the rightmost member, as W3C allows.
-    for member in others.take(room) {
+    // A key that appears twice keeps its first (leftmost, most recent) entry: W3C allows one
+    // entry per key, and deleting entries.
+    let mut seen: [&[u8]; MAX_MEMBERS] = [&[]; MAX_MEMBERS];
+    let mut kept = 0;
+    let others = members(lines).filter(|member| split_member(member).0 != OT_KEY);
+    for member in others {
+        let key = split_member(member).0;
+        let Some(earlier) = seen.get(..kept) else {
+            break;
+        };
+        if earlier.contains(&key) {
+            continue;
+        }
+        // Adding `ot` to a full list drops the rightmost member, as W3C allows.
+        let (Some(slot), Ok(text)) = (seen.get_mut(kept), std::str::from_utf8(member)) else {
+            break;
+        };
+        if kept >= room {
+            break;
+        }
+        *slot = key;
+        kept = kept.saturating_add(1);
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(member);
+        out.push_str(text);
     }
     (!out.is_empty()).then_some(out)
 }
@@ -198,6 +221,10 @@ mod tests {
             (&["vendor=x, ot=th:8"], None, Some("vendor=x")),
             (&["ot=th:8"], None, None),
             (&["ot=bad value,a=1"], Some("0"), Some("ot=th:0,a=1")),
+            // Repeated keys keep their first entry (W3C: one entry per key), `ot` included.
+            (&["foo=1,foo=1"], None, Some("foo=1")),
+            (&["foo=1", "bar=3,foo=2"], None, Some("foo=1,bar=3")),
+            (&["ot=th:c,a=1,ot=th:8"], Some("8"), Some("ot=th:8,a=1")),
         ];
         for &(lines, th_out, want) in cases {
             let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
