@@ -402,8 +402,8 @@ fn repeated_tracestate_keys_keep_their_first_entry() {
 }
 
 /// W3C Trace Context, "version" and "Mutating the traceparent Field" (downgrade the version),
-/// and "trace-flags" (a version-00 writer sets only the defined bits: OpenTelemetry Go writes
-/// `03` for `ff`). Only the canonical form passes byte for byte.
+/// and "trace-flags" (a version-00 writer sets only the defined bits, as OpenTelemetry Go's
+/// writer masks them). Only the canonical form passes byte for byte.
 #[test]
 fn traceparent_is_written_as_version_00_with_defined_flags() {
     let trace = "12345678901234567890123456789012";
@@ -432,8 +432,8 @@ fn traceparent_is_written_as_version_00_with_defined_flags() {
 const JAEGER_ONLY: &str = r#"{"extract": ["jaeger"], "inject": ["tracecontext", "jaeger"]}"#;
 
 /// OpenTelemetry Go, Java, Rust and Python ignore the deprecated parent field of
-/// `uber-trace-id` (their test vectors `...:whatever:1` and
-/// `12345:54321:ignored_parent_span_id:3`); a header that is not in the `:`-separated form with
+/// `uber-trace-id` (test vectors: opentelemetry-go-contrib's `...:whatever:1`, OpenTelemetry
+/// Rust's `12345:54321:ignored_parent_span_id:3`); a header that is not in the `:`-separated form with
 /// a hex parent is rewritten, so that OpenTelemetry Python's reader can read it.
 #[test]
 fn jaeger_parent_field_is_ignored_and_odd_forms_are_rewritten() {

@@ -215,9 +215,9 @@ mod tests {
                 "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:x",
                 None,
             ),
-            // The deprecated parent field is ignored whatever it holds: OpenTelemetry Go
-            // (propagators/jaeger: "skip third element"), Java, Rust and Python, and their
-            // test vectors `...:whatever:1` and `12345:54321:ignored_parent_span_id:3`.
+            // The deprecated parent field is ignored whatever it holds, as OpenTelemetry Go,
+            // Java, Rust and Python do; vectors from opentelemetry-go-contrib
+            // (`...:whatever:1`) and OpenTelemetry Rust (`12345:54321:ignored_parent_span_id:3`).
             (
                 "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7::1",
                 ctx(full, span, Decision::Sampled),

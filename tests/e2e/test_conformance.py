@@ -140,8 +140,9 @@ def test_repeated_tracestate_key_keeps_its_first_entry(proxy, lines, want):
 @pytest.mark.parametrize(
     "incoming, trace_id, span_id, sampled",
     [
-        # OpenTelemetry Go propagators/jaeger (jaeger_propagator_test.go) and Python
-        # (test_jaeger_propagator.py) vectors; their readers skip the third field.
+        # OpenTelemetry Rust's Jaeger propagator vector (`12345:54321:ignored_parent_span_id:3`)
+        # and opentelemetry-go-contrib propagators/jaeger's "ignore parent span id" vector
+        # (`...:whatever:1`); their readers, and Python's, skip the third field.
         ("12345:54321:ignored_parent_span_id:3", 0x12345, 0x54321, True),
         ("12345%3A54321%3Aignored_parent_span_id%3A3", 0x12345, 0x54321, True),
         (
@@ -216,7 +217,8 @@ def test_canonical_uber_trace_id_passes_byte_for_byte(proxy):
     "flags, written, sampled",
     [
         # W3C Trace Context "trace-flags": bits other than sampled (01) and random (02) are
-        # reserved and set to zero by a version-00 sender; OpenTelemetry Go writes `03` for `ff`.
+        # reserved and set to zero by a version-00 sender; OpenTelemetry Go's writer masks the
+        # flags to the defined bits (its reader rejects version-00 flags above 03).
         ("ff", "03", True),
         ("09", "01", True),
         ("fe", "02", False),
