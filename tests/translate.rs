@@ -380,8 +380,8 @@ fn invalid_tracestate_is_dropped_and_counted() {
 
 /// W3C Trace Context, "Combined Header Value": one entry per key; "Mutating the tracestate
 /// Field": any entry may be deleted. The W3C test suite's duplicated-keys cases expect the list
-/// passed on with its keys (the DataDog system-tests version: "kept as-is or one of them
-/// discarded"); the first (leftmost, most recent) entry of a key is kept.
+/// passed on, and its own parser (test/tracecontext/tracestate.py) keeps the first entry of a
+/// repeated key, as the filter does (the leftmost is the most recent position).
 #[test]
 fn repeated_tracestate_keys_keep_their_first_entry() {
     let tp = "00-12345678901234567890123456789012-1234567890123456-00";

@@ -109,8 +109,9 @@ def test_higher_version_with_a_dot_at_55_starts_a_new_trace(proxy):
 @pytest.mark.parametrize(
     "lines, want",
     [
-        # The W3C test suite's test_tracestate_duplicated_keys requests (the system-tests
-        # version: "the duplicated keys to be either kept as-is or one of them to be discarded").
+        # The W3C test suite's test_tracestate_duplicated_keys requests. Its own tracestate
+        # parser (test/tracecontext/tracestate.py) keeps the first entry of a repeated key:
+        # "two behaviors are valid: Either pass on the duplicated key as-is or drop it".
         (["foo=1,foo=1"], "foo=1"),
         (["foo=1,foo=2"], "foo=1"),
         (["foo=1", "foo=1"], "foo=1"),
