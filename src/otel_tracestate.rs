@@ -89,7 +89,8 @@ pub fn read(lines: &[&[u8]]) -> OtValues {
 }
 
 /// The list with the `ot` entry's `th` set to `th` (or removed), the entry moved to the front
-/// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order.
+/// as W3C requires of modified entries, other `ot` sub-keys and other members kept in order (the
+/// first entry of a repeated key only).
 /// An invalid `ot` entry is replaced. `None` when nothing is left to send.
 ///
 /// What is written stays valid and within what every reader keeps: the `ot` value within its
@@ -99,42 +100,70 @@ pub fn read(lines: &[&[u8]]) -> OtValues {
 /// characters go first, then members from the end).
 pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> {
     let ot = ot_with_threshold(lines, th);
-    let mut out = String::new();
-    let mut room = MAX_MEMBERS;
+    let room = MAX_MEMBERS.saturating_sub(usize::from(!ot.is_empty()));
+    // A key that appears twice keeps its first (leftmost, most recent) entry: W3C allows one
+    // entry per key, and deleting entries. Adding `ot` to a full list drops the rightmost
+    // member, as W3C allows. At most 32 are kept, in a fixed array (no allocation); a removed
+    // member's slot is left empty (members are never empty).
+    let mut others: [&str; MAX_MEMBERS] = [""; MAX_MEMBERS];
+    let mut count = 0usize;
+    for member in members(lines).filter(|member| split_member(member).0 != OT_KEY) {
+        let key = split_member(member).0;
+        let kept = others.get(..count).unwrap_or_default();
+        if kept
+            .iter()
+            .any(|kept| split_member(kept.as_bytes()).0 == key)
+        {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(member) else {
+            continue;
+        };
+        let Some(slot) = others.get_mut(count).filter(|_| count < room) else {
+            break;
+        };
+        *slot = text;
+        count = count.saturating_add(1);
+    }
+    let kept = others.get_mut(..count).unwrap_or_default();
+    let ot_len = if ot.is_empty() {
+        0
+    } else {
+        ot.len().saturating_add(3)
+    };
+    let separators = usize::from(ot_len > 0)
+        .saturating_add(count)
+        .saturating_sub(1);
+    let mut len = kept
+        .iter()
+        .fold(ot_len, |len, member| len.saturating_add(member.len()))
+        .saturating_add(separators);
+    // The `ot` member alone is at most 3 + 256 bytes, under the limit: removing others ends.
+    while len > MAX_WRITTEN_LEN {
+        let large = kept.iter().rposition(|member| member.len() > LARGE_MEMBER);
+        let last = kept.iter().rposition(|member| !member.is_empty());
+        let Some(slot) = large.or(last).and_then(|at| kept.get_mut(at)) else {
+            break;
+        };
+        len = len.saturating_sub(slot.len().saturating_add(1));
+        *slot = "";
+    }
+    if ot.is_empty() && kept.iter().all(|member| member.is_empty()) {
+        return None;
+    }
+    // One allocation for what is sent.
+    let mut out = String::with_capacity(len);
     if !ot.is_empty() {
         out.push_str("ot=");
         out.push_str(&ot);
-        room = room.saturating_sub(1);
     }
-    // Adding `ot` to a full list drops the rightmost member, as W3C allows.
-    let mut others: Vec<&str> = members(lines)
-        .filter(|member| split_member(member).0 != OT_KEY)
-        .filter_map(|member| std::str::from_utf8(member).ok())
-        .take(room)
-        .collect();
-    let separators = usize::from(!out.is_empty()).saturating_add(others.len().saturating_sub(1));
-    let mut len = others
-        .iter()
-        .fold(out.len(), |len, member| len.saturating_add(member.len()))
-        .saturating_add(if others.is_empty() { 0 } else { separators });
-    // The `ot` member alone is at most 3 + 256 bytes, under the limit: removing others ends.
-    while len > MAX_WRITTEN_LEN {
-        let large = others
-            .iter()
-            .rposition(|member| member.len() > LARGE_MEMBER);
-        let Some(at) = large.or(others.len().checked_sub(1)) else {
-            break;
-        };
-        let removed = others.remove(at);
-        len = len.saturating_sub(removed.len().saturating_add(1));
-    }
-    for member in others {
+    for member in kept.iter().filter(|member| !member.is_empty()) {
         if !out.is_empty() {
             out.push(',');
         }
         out.push_str(member);
     }
-    (!out.is_empty()).then_some(out)
+    Some(out)
 }
 
 /// The `ot` value with `th` set (or removed) and the other valid sub-keys kept in order while
@@ -255,6 +284,10 @@ mod tests {
             (&["vendor=x, ot=th:8"], None, Some("vendor=x")),
             (&["ot=th:8"], None, None),
             (&["ot=bad value,a=1"], Some("0"), Some("ot=th:0,a=1")),
+            // Repeated keys keep their first entry (W3C: one entry per key), `ot` included.
+            (&["foo=1,foo=1"], None, Some("foo=1")),
+            (&["foo=1", "bar=3,foo=2"], None, Some("foo=1,bar=3")),
+            (&["ot=th:c,a=1,ot=th:8"], Some("8"), Some("ot=th:8,a=1")),
         ];
         for &(lines, th_out, want) in cases {
             let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
@@ -313,9 +346,10 @@ mod tests {
         assert_eq!(got, format!("ot=th:0;{}", &exact[3..]));
         // Whatever is written reads back as a valid entry with the threshold set.
         for written in [got, with_threshold(&[long.as_bytes()], th("c")).unwrap()] {
-            assert!(crate::formats::tracecontext::tracestate_is_valid(&[
-                written.as_bytes()
-            ]));
+            assert!(matches!(
+                crate::formats::tracecontext::check_tracestate(&[written.as_bytes()]),
+                crate::formats::tracecontext::Tracestate::Valid
+            ));
             assert_eq!(
                 read(&[written.as_bytes()]).th,
                 th(if written.contains("th:c") { "c" } else { "0" })

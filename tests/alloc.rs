@@ -383,6 +383,8 @@ fn counted_translate(
 /// - one per `Set` edit: the new header value, written into a string sized for it;
 /// - for an X-Ray `Set`, one more for the temporary hex string its encoder builds, and one per
 ///   doubling of its 80-byte buffer when kept `Self`/`Lineage`/custom fields make it longer;
+/// - for a `tracestate` `Set`, one more: the translator builds the list once, and W3C's inject
+///   copies it into the edit;
 /// - one per `RemoveCustom` edit (the force header): the configured name is copied into it;
 /// - for the list of edits, its first allocation (room for four) and one per doubling beyond.
 ///   `Remove` edits need no value.
@@ -399,6 +401,7 @@ fn injection_bound(edits: &[HeaderEdit]) -> usize {
         .iter()
         .map(|e| match e {
             HeaderEdit::Set(HeaderName::AmznTraceId, value) => 1 + doublings(80, value.len()),
+            HeaderEdit::Set(HeaderName::Tracestate, _) => 1,
             _ => 0,
         })
         .sum();

@@ -119,6 +119,10 @@ fn text(request: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static
     request.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
 }
 
+fn text_owned<'a>(request: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+    request.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
+}
+
 fn expect(headers: &Headers, want: &[(&str, &str)]) {
     for (name, value) in want {
         assert_eq!(
@@ -360,7 +364,7 @@ fn invalid_tracestate_is_dropped_and_counted() {
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
-            ("tracestate", "foo=1,foo=2"),
+            ("tracestate", "foo=1,Foo=2"),
         ]),
     );
     expect(
@@ -372,6 +376,220 @@ fn invalid_tracestate_is_dropped_and_counted() {
     );
     assert!(!out.contains_key("tracestate"));
     assert!(report.invalid_tracestate);
+}
+
+/// W3C Trace Context, "Combined Header Value": one entry per key; "Mutating the tracestate
+/// Field": any entry may be deleted. The W3C test suite's duplicated-keys cases expect the list
+/// passed on, and its own parser (test/tracecontext/tracestate.py) keeps the first entry of a
+/// repeated key, as the filter does (the leftmost is the most recent position).
+#[test]
+fn repeated_tracestate_keys_keep_their_first_entry() {
+    let tp = "00-12345678901234567890123456789012-1234567890123456-00";
+    let cases: &[(&[&str], &str)] = &[
+        (&["foo=1,foo=1"], "foo=1"),
+        (&["foo=1,foo=2"], "foo=1"),
+        (&["foo=1", "foo=1"], "foo=1"),
+        (&["foo=1", "foo=2"], "foo=1"),
+        (&["a=1,foo=1", "b=2,foo=2,a=3"], "a=1,foo=1,b=2"),
+    ];
+    for &(lines, want) in cases {
+        let mut request: Vec<(&str, &[u8])> = vec![("traceparent", tp.as_bytes())];
+        request.extend(lines.iter().map(|line| ("tracestate", line.as_bytes())));
+        let (out, report) = run(ALL_OUT, &request);
+        expect(&out, &[("traceparent", tp), ("tracestate", want)]);
+        assert!(!report.invalid_tracestate, "{lines:?}");
+    }
+}
+
+/// W3C Trace Context, "version" and "Mutating the traceparent Field" (downgrade the version),
+/// and "trace-flags" (a version-00 writer sets only the defined bits, as OpenTelemetry Go's
+/// writer masks them). Only the canonical form passes byte for byte.
+#[test]
+fn traceparent_is_written_as_version_00_with_defined_flags() {
+    let trace = "12345678901234567890123456789012";
+    let span = "1234567890123456";
+    let cases: &[(String, &str)] = &[
+        // The W3C test suite's test_traceparent_version_0x_cc (exactly 55 characters).
+        (format!("cc-{trace}-{span}-01"), "01"),
+        // A higher version longer than 55 characters, `-` at position 55.
+        (
+            format!("cc-{trace}-{span}-01-what-the-future-will-be-like"),
+            "01",
+        ),
+        (format!("00-{trace}-{span}-ff"), "03"),
+        (format!("00-{trace}-{span}-09"), "01"),
+        (format!("00-{trace}-{span}-fe"), "02"),
+        (format!("00-{trace}-{span}-03"), "03"),
+    ];
+    for (incoming, flags) in cases {
+        let (out, report) = run(ALL_OUT, &[("traceparent", incoming.as_bytes())]);
+        let want = format!("00-{trace}-{span}-{flags}");
+        expect(&out, &[("traceparent", want.as_str())]);
+        assert_eq!(report.source, Some(Format::TraceContext), "{incoming}");
+    }
+}
+
+const JAEGER_ONLY: &str = r#"{"extract": ["jaeger"], "inject": ["tracecontext", "jaeger"]}"#;
+
+/// OpenTelemetry Go, Java, Rust and Python ignore the deprecated parent field of
+/// `uber-trace-id` (test vectors: opentelemetry-go-contrib's `...:whatever:1`, OpenTelemetry
+/// Rust's `12345:54321:ignored_parent_span_id:3`); a header that is not in the `:`-separated form with
+/// a hex parent is rewritten, so that OpenTelemetry Python's reader can read it.
+#[test]
+fn jaeger_parent_field_is_ignored_and_odd_forms_are_rewritten() {
+    let full = "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "12345:54321:ignored_parent_span_id:3",
+            "00000000000000000000000000012345:0000000000054321:0:3",
+            "00-00000000000000000000000000012345-0000000000054321-01",
+        ),
+        (
+            "12345%3A54321%3Aignored_parent_span_id%3A3",
+            "00000000000000000000000000012345:0000000000054321:0:3",
+            "00-00000000000000000000000000012345-0000000000054321-01",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:whatever:1",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4736%3A00f067aa0ba902b7%3A0%3A1",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        // Canonical: left byte for byte.
+        (
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:53995c3f42cd8ad8:1",
+            "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:53995c3f42cd8ad8:1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    assert!(cases[2].1.starts_with(full));
+    for &(incoming, uber, traceparent) in cases {
+        let (out, report) = run(JAEGER_ONLY, &text_owned(&[("uber-trace-id", incoming)]));
+        expect(
+            &out,
+            &[("uber-trace-id", uber), ("traceparent", traceparent)],
+        );
+        assert_eq!(report.source, Some(Format::Jaeger), "{incoming}");
+    }
+}
+
+const XRAY_ONLY: &str = r#"{"extract": ["xray"], "inject": ["xray"]}"#;
+
+/// OpenTelemetry Python's AwsXRayPropagator rejects an empty field (a trailing `;`); the AWS
+/// SDKs trim and skip it. Read as the SDKs read it, written in the form every reader takes.
+#[test]
+fn xray_trailing_semicolon_and_spaces_are_rewritten() {
+    let canonical = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let cases = [
+        format!("{canonical};"),
+        "Root=1-5759e988-bd862e3fe1be46a994272793; Parent=53995c3f42cd8ad8;Sampled=1".to_string(),
+        canonical.to_string(),
+    ];
+    for incoming in &cases {
+        let (out, report) = run(XRAY_ONLY, &[("x-amzn-trace-id", incoming.as_bytes())]);
+        expect(&out, &[("x-amzn-trace-id", canonical)]);
+        assert_eq!(report.source, Some(Format::XRay), "{incoming}");
+    }
+}
+
+const DATADOG_TO_W3C: &str =
+    r#"{"extract": ["datadog", "tracecontext"], "inject": ["tracecontext", "datadog"]}"#;
+
+/// dd-trace's W3C injection (dd-trace-go `ddtrace/tracer/textmap.go` `composeTracestate`,
+/// dd-trace-py `ddtrace/internal/utils/http.py` `w3c_get_dd_list_member` and
+/// `w3c_tracestate_add_p`): `dd=s:<priority>;o:<origin>;p:<16 hex parent>;t.<tag>:<value>`,
+/// the origin and tag values with `,` `;` `~` as `_` and `=` as `~`, `_dd.p.` written `t.`.
+#[test]
+fn datadog_context_carries_the_dd_member_in_tracestate() {
+    // 0x00f067aa0ba902b7 = 67667974448284343, 0xa3ce929d0e0e4736 = 11803532876627986230.
+    let dd = |extra: &[(&'static str, &'static str)]| {
+        let mut request = vec![
+            ("x-datadog-trace-id", "11803532876627986230"),
+            ("x-datadog-parent-id", "67667974448284343"),
+        ];
+        request.extend_from_slice(extra);
+        request
+    };
+    let tp = "00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7";
+    // (request, traceparent, tracestate)
+    type Case = (Vec<(&'static str, &'static str)>, String, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            dd(&[
+                ("x-datadog-sampling-priority", "2"),
+                ("x-datadog-origin", "synthetics"),
+                ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.usr.id=baz64=="),
+            ]),
+            format!("{tp}-01"),
+            "dd=s:2;o:synthetics;p:00f067aa0ba902b7;t.dm:-4;t.usr.id:baz64~~",
+        ),
+        (
+            dd(&[("x-datadog-sampling-priority", "-1")]),
+            format!("{tp}-00"),
+            "dd=s:-1;p:00f067aa0ba902b7",
+        ),
+        (
+            dd(&[
+                ("x-datadog-sampling-priority", "1"),
+                ("x-datadog-origin", "rum;a,b~c=d"),
+            ]),
+            format!("{tp}-01"),
+            "dd=s:1;o:rum_a_b_c~d;p:00f067aa0ba902b7",
+        ),
+        // The upper half travels in traceparent, not as t.tid.
+        (
+            vec![
+                ("x-datadog-trace-id", "11803532876627986230"),
+                ("x-datadog-parent-id", "67667974448284343"),
+                ("x-datadog-sampling-priority", "1"),
+                ("x-datadog-tags", "_dd.p.tid=4bf92f3577b34da6,_dd.p.dm=-0"),
+            ],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            "dd=s:1;p:00f067aa0ba902b7;t.dm:-0",
+        ),
+        // A traceparent of the same trace: its tracestate follows, its old dd member replaced.
+        (
+            dd(&[
+                ("x-datadog-sampling-priority", "1"),
+                (
+                    "traceparent",
+                    "00-0000000000000000a3ce929d0e0e4736-1111111111111111-01",
+                ),
+                ("tracestate", "foo=1,dd=s:0;p:1111111111111111,bar=2"),
+            ]),
+            format!("{tp}-01"),
+            "dd=s:1;p:00f067aa0ba902b7,foo=1,bar=2",
+        ),
+    ];
+    for (request, traceparent, tracestate) in cases {
+        let (out, report) = run(DATADOG_TO_W3C, &text_owned(&request));
+        expect(
+            &out,
+            &[
+                ("traceparent", traceparent.as_str()),
+                ("tracestate", tracestate),
+            ],
+        );
+        assert_eq!(report.source, Some(Format::Datadog), "{request:?}");
+    }
+}
+
+/// A `dd` member in the caller's tracestate survives when the context came from elsewhere:
+/// the list is forwarded as it came (W3C: a vendor deletes only its own entries).
+#[test]
+fn an_existing_dd_member_is_kept_for_other_sources() {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ts = "dd=s:2;o:rum;p:0123456789abcdef,foo=1";
+    let (out, report) = run(
+        DATADOG_TO_W3C,
+        &text(&[("traceparent", tp), ("tracestate", ts)]),
+    );
+    expect(&out, &[("traceparent", tp), ("tracestate", ts)]);
+    assert_eq!(report.source, Some(Format::TraceContext));
 }
 
 #[test]

@@ -190,6 +190,120 @@ fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
     }
 }
 
+/// The value of `x-datadog-sampling-priority` as the integer it is (−1 user reject, 0 auto
+/// reject, 1 auto keep, 2 user keep), `None` when it is not one.
+fn priority_value(digits: &[u8]) -> Option<i64> {
+    let (negative, magnitude) = match digits.strip_prefix(b"-") {
+        Some(magnitude) => (true, magnitude),
+        None => (false, digits),
+    };
+    let magnitude = i64::try_from(parse_decimal_u64(magnitude, 10)?).ok()?;
+    if negative {
+        magnitude.checked_neg()
+    } else {
+        Some(magnitude)
+    }
+}
+
+/// The longest `dd` value: a W3C `tracestate` value holds at most 256 characters, and dd-trace
+/// stops adding tags at 256.
+const MAX_TRACESTATE_VALUE: usize = 256;
+
+/// Appends `value` as dd-trace writes values inside its `tracestate` member (dd-trace-go
+/// `textmap.go`, `originRgx`): `,`, `;` and `~` become `_`, a run of characters outside
+/// 0x21–0x7E becomes one `_`, and `=` becomes `~`. Spaces become `_` too, so that no value ends
+/// in a space, which W3C forbids.
+fn push_tracestate_encoded(out: &mut String, value: &[u8]) {
+    let mut in_run = false;
+    for &byte in value {
+        if !(0x21..=0x7e).contains(&byte) {
+            if !in_run {
+                out.push('_');
+            }
+            in_run = true;
+            continue;
+        }
+        in_run = false;
+        out.push(match byte {
+            b',' | b';' | b'~' => '_',
+            b'=' => '~',
+            other => char::from(other),
+        });
+    }
+}
+
+/// The key of dd-trace's member of W3C `tracestate`.
+pub const TRACESTATE_KEY: &[u8] = b"dd";
+
+/// The longest `dd` member: `dd=` and a value of at most [`MAX_TRACESTATE_VALUE`].
+pub const MAX_TRACESTATE_MEMBER: usize = MAX_TRACESTATE_VALUE + 3;
+
+/// The `dd` member of W3C `tracestate` for a context that came in Datadog headers, as dd-trace
+/// writes it (dd-trace-go `composeTracestate`, dd-trace-py `w3c_get_dd_list_member` and
+/// `w3c_tracestate_add_p`): `dd=s:<priority>;o:<origin>;p:<parent>;t.<tag>:<value>...`, so that a
+/// Datadog-instrumented service behind a W3C hop keeps the priority, the origin and the last
+/// Datadog parent.
+/// - `s`: the caller's priority when it agrees with `decision`, else the one `decision` maps to
+///   (0, 1, or 2 for debug).
+/// - `o`: `x-datadog-origin`, encoded.
+/// - `p`: the caller's Datadog span id, 16 lower-case hex digits (none for a synthetic test's
+///   trace without span).
+/// - `t.<key>`: each `_dd.p.<key>` tag of `x-datadog-tags` but `_dd.p.tid` (the upper half of
+///   the trace id travels in `traceparent`), until the value would pass 256 characters.
+///
+/// The member is appended to `out`.
+pub fn push_tracestate_member(
+    out: &mut String,
+    headers: &RequestHeaders,
+    incoming: &IncomingContext,
+    decision: Decision,
+) {
+    out.push_str("dd=");
+    let start = out.len();
+    out.push_str("s:");
+    let priority = headers
+        .get(HeaderName::DatadogSamplingPriority)
+        .and_then(priority_value)
+        .filter(|&priority| (priority > 0) == decision.is_sampled());
+    let _ = match (priority, decision) {
+        (Some(priority), _) => write!(out, "{priority}"),
+        (None, Decision::NotSampled) => write!(out, "0"),
+        (None, Decision::Sampled) => write!(out, "1"),
+        (None, Decision::Debug) => write!(out, "2"),
+    };
+    let fits = |out: &String, more: usize| {
+        out.len().saturating_sub(start).saturating_add(more) <= MAX_TRACESTATE_VALUE
+    };
+    let origin = headers
+        .get(HeaderName::DatadogOrigin)
+        .filter(|origin| !origin.is_empty() && is_printable_ascii(origin));
+    if let Some(origin) = origin.filter(|origin| fits(out, origin.len().saturating_add(3))) {
+        out.push_str(";o:");
+        push_tracestate_encoded(out, origin);
+    }
+    if let Some(span_id) = incoming.span_id.filter(|_| fits(out, 19)) {
+        out.push_str(";p:");
+        span_id.write_hex(out);
+    }
+    let tags_value = headers.get(HeaderName::DatadogTags);
+    let propagated = tags_value
+        .and_then(tags)
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| *key != TID_TAG)
+        .filter_map(|(key, value)| Some((key.strip_prefix(b"_dd.p.")?, value)));
+    for (key, value) in propagated {
+        // ";t." + key + ":" + value; encoding never lengthens.
+        if !fits(out, key.len().saturating_add(value.len()).saturating_add(4)) {
+            break;
+        }
+        out.push_str(";t.");
+        push_tracestate_encoded(out, key);
+        out.push(':');
+        push_tracestate_encoded(out, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,9 @@ use std::fmt::Debug;
 /// registry calls them through [`Extractions`].
 pub trait Propagator {
     /// What `extract` learned about the request's headers that `inject` needs again, so that no
-    /// header is parsed twice (X-Ray: whether its ids were already in canonical form and whether
-    /// it carried fields to keep). `()` for a format that needs nothing.
+    /// header is parsed twice (X-Ray: whether the header was already in canonical form and
+    /// whether it carried fields to keep; W3C and Jaeger: whether theirs was canonical, the only
+    /// form left byte for byte). `()` for a format that needs nothing.
     type State: Copy + Default + Debug + PartialEq;
 
     /// Reads this format's headers from the request. Never allocates (tested by

@@ -24,20 +24,30 @@ const MAX_VALUE_LEN: usize = 256;
 /// `traceparent` and `tracestate`.
 pub struct W3cTraceContext;
 
-impl Propagator for W3cTraceContext {
-    type State = ();
+/// What inject needs to know about the `traceparent` extract parsed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct TraceparentState {
+    /// Version `00` with only the defined flag bits set: the form a version-00 writer sends, so
+    /// it may pass byte for byte. A higher version is downgraded to `00` and reserved flag bits
+    /// are cleared (W3C Trace Context, "Mutating the traceparent Field" and "trace-flags").
+    canonical: bool,
+}
 
-    fn extract(headers: &RequestHeaders) -> (Extraction, ()) {
-        (extract(headers), ())
+impl Propagator for W3cTraceContext {
+    type State = TraceparentState;
+
+    fn extract(headers: &RequestHeaders) -> (Extraction, TraceparentState) {
+        extract(headers)
     }
 
-    /// Writes `traceparent` unless the request already carries exactly it, and applies the
-    /// translator's `tracestate` verdict.
-    fn inject(injection: &Injection<'_, '_, ()>, edits: &mut Vec<HeaderEdit>) {
+    /// Writes `traceparent` unless the request already carries exactly it in canonical form, and
+    /// applies the translator's `tracestate` verdict.
+    fn inject(injection: &Injection<'_, '_, TraceparentState>, edits: &mut Vec<HeaderEdit>) {
         let ctx = injection.context;
-        let unchanged = injection.incoming.context().is_some_and(|inc| {
-            ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id
-        });
+        let unchanged = injection.state.canonical
+            && injection.incoming.context().is_some_and(|inc| {
+                ctx.matches(inc, false) && inc.random_trace_id == ctx.random_trace_id
+            });
         if !unchanged {
             edits.push(HeaderEdit::Set(
                 HeaderName::Traceparent,
@@ -58,21 +68,26 @@ impl Propagator for W3cTraceContext {
     }
 }
 
-fn extract(headers: &RequestHeaders) -> Extraction {
+fn extract(headers: &RequestHeaders) -> (Extraction, TraceparentState) {
+    let none = TraceparentState::default();
     let Some(value) = headers.get(HeaderName::Traceparent) else {
-        return Extraction::Absent;
+        return (Extraction::Absent, none);
     };
     // Two traceparent lines are ambiguous: the W3C processing model restarts the trace.
     if headers.count(HeaderName::Traceparent) > 1 {
-        return Extraction::Invalid;
+        return (Extraction::Invalid, none);
     }
-    match parse_traceparent(value) {
-        Some(ctx) => Extraction::Context(ctx),
-        None => Extraction::Invalid,
+    match parse(value) {
+        Some((ctx, state)) => (Extraction::Context(ctx), state),
+        None => (Extraction::Invalid, none),
     }
 }
 
 pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
+    parse(value).map(|(ctx, _)| ctx)
+}
+
+fn parse(value: &[u8]) -> Option<(IncomingContext, TraceparentState)> {
     // The 55 characters of version 00, as an array whose constant positions cannot be out of
     // bounds. Its fields are checked one by one below; a later version's tail must be text.
     let (v00, tail) = value.split_first_chunk::<V00_LEN>()?;
@@ -91,12 +106,14 @@ pub fn parse_traceparent(value: &[u8]) -> Option<IncomingContext> {
     let trace_id = TraceId::new(parse_hex_exact(&v00[3..35], 32, HexCase::Lower)?)?;
     let span_id = SpanId::new(parse_hex_exact(&v00[36..52], 16, HexCase::Lower)? as u64)?;
     let flags = parse_hex_exact(&v00[53..55], 2, HexCase::Lower)? as u8;
-    Some(IncomingContext {
+    let context = IncomingContext {
         trace_id,
         span_id: Some(span_id),
         decision: Some(Decision::from_sampled(flags & SAMPLED != 0)),
         random_trace_id: flags & RANDOM_TRACE_ID != 0,
-    })
+    };
+    let canonical = version == 0 && flags & !(SAMPLED | RANDOM_TRACE_ID) == 0;
+    Some((context, TraceparentState { canonical }))
 }
 
 pub fn encode_traceparent(ctx: &TraceContext) -> String {
@@ -122,6 +139,10 @@ pub fn encode_traceparent(ctx: &TraceContext) -> String {
 pub enum Tracestate {
     Absent,
     Valid,
+    /// Valid but for a key that appears more than once. W3C allows one entry per key ("Combined
+    /// Header Value") and allows deleting entries ("Mutating the tracestate Field"): the list is
+    /// passed on with the first entry of each key, the leftmost being the most recent position.
+    Duplicates,
     Invalid,
 }
 
@@ -130,43 +151,70 @@ pub fn tracestate(headers: &RequestHeaders) -> Tracestate {
         return Tracestate::Absent;
     }
     match headers.tracestate_lines() {
-        Some(lines) if tracestate_is_valid(lines) => Tracestate::Valid,
-        _ => Tracestate::Invalid,
+        Some(lines) => check_tracestate(lines),
+        None => Tracestate::Invalid,
     }
 }
 
-/// Checks the list that several `tracestate` lines form together: member grammar, at most 32
-/// members, no key twice. Empty members are allowed.
+/// Whether the lines form a list that a strict reader takes as it is (no repeated key): what
+/// everything this filter writes must be.
 pub fn tracestate_is_valid(lines: &[&[u8]]) -> bool {
+    matches!(check_tracestate(lines), Tracestate::Valid)
+}
+
+/// Checks the list that several `tracestate` lines form together: member grammar, at most 32
+/// members (a repeated key counts each time), and whether a key appears twice. Empty members are
+/// allowed.
+pub fn check_tracestate(lines: &[&[u8]]) -> Tracestate {
     let total: usize = lines.iter().map(|line| line.len()).sum();
     if total > MAX_TRACESTATE_BYTES {
-        return false;
+        return Tracestate::Invalid;
     }
     let mut keys: [&[u8]; MAX_TRACESTATE_MEMBERS] = [&[]; MAX_TRACESTATE_MEMBERS];
     let mut members = 0;
+    let mut duplicates = false;
     for member in lines.iter().flat_map(|line| line.split(|&b| b == b',')) {
         let member = trim_ows(member);
         if member.is_empty() {
             continue;
         }
         let Some((key, value)) = split_once(member, b'=') else {
-            return false;
+            return Tracestate::Invalid;
         };
         if !is_valid_key(key) || !is_valid_value(value) {
-            return false;
+            return Tracestate::Invalid;
         }
-        if keys.get(..members).is_some_and(|seen| seen.contains(&key)) {
-            return false;
-        }
+        duplicates |= keys.get(..members).is_some_and(|seen| seen.contains(&key));
         // No slot left: a 33rd member.
         let Some(slot) = keys.get_mut(members) else {
-            return false;
+            return Tracestate::Invalid;
         };
         *slot = key;
         // Below MAX_TRACESTATE_MEMBERS, since its slot existed.
         members = members.saturating_add(1);
     }
-    true
+    if duplicates {
+        Tracestate::Duplicates
+    } else {
+        Tracestate::Valid
+    }
+}
+
+/// Appends to `out`, which holds one member written anew (`key=value`), the members of `lines`
+/// whose key is not `key`, in order, at most 32 members in all (the rightmost are dropped, as W3C
+/// allows): the new entry stays at the front ("Mutating the tracestate Field").
+pub fn push_other_members(out: &mut String, key: &[u8], lines: &[&[u8]]) {
+    let others = lines
+        .iter()
+        .flat_map(|line| line.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|m| !m.is_empty())
+        .filter(|m| split_once(m, b'=').is_none_or(|(k, _)| k != key))
+        .filter_map(|m| std::str::from_utf8(m).ok());
+    for other in others.take(MAX_TRACESTATE_MEMBERS.saturating_sub(1)) {
+        out.push(',');
+        out.push_str(other);
+    }
 }
 
 /// `key = (lcalpha / DIGIT) 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@")`.
@@ -276,43 +324,76 @@ mod tests {
         let too_long_key = format!("a{}=v", "b".repeat(256));
         let long_value = format!("k={}", "v".repeat(256));
         let too_long_value = format!("k={}", "v".repeat(257));
-        let cases: Vec<(Vec<&str>, bool)> = vec![
-            (vec!["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"], true),
-            (vec!["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"], true),
-            (vec![""], true),
-            (vec!["foo=1 , , bar=2"], true),
-            (vec!["tenant@system=1"], true),
-            (vec!["foo@=1,bar=2"], true),
-            (vec!["0abc=1"], true),
-            (vec![thirty_two.as_str()], true),
-            (vec![long_key.as_str()], true),
-            (vec![long_value.as_str()], true),
-            (vec!["foo=1,foo=2"], false),
-            (vec!["foo=1", "foo=2"], false),
-            (vec![thirty_three.as_str()], false),
-            (vec![too_long_key.as_str()], false),
-            (vec![too_long_value.as_str()], false),
-            (vec!["Foo=1"], false),
-            (vec!["_foo=1"], false),
-            (vec!["foo"], false),
-            (vec!["foo="], false),
-            (vec!["foo=bar=baz"], false),
+        use Tracestate::{Duplicates, Invalid, Valid};
+        let cases: Vec<(Vec<&str>, Tracestate)> = vec![
+            (vec!["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"], Valid),
+            (vec!["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"], Valid),
+            (vec![""], Valid),
+            (vec!["foo=1 , , bar=2"], Valid),
+            (vec!["tenant@system=1"], Valid),
+            (vec!["foo@=1,bar=2"], Valid),
+            (vec!["0abc=1"], Valid),
+            (vec![thirty_two.as_str()], Valid),
+            (vec![long_key.as_str()], Valid),
+            (vec![long_value.as_str()], Valid),
+            // The W3C test suite's duplicated-keys cases (test_tracestate_duplicated_keys).
+            (vec!["foo=1,foo=1"], Duplicates),
+            (vec!["foo=1,foo=2"], Duplicates),
+            (vec!["foo=1", "foo=1"], Duplicates),
+            (vec!["foo=1", "foo=2"], Duplicates),
+            (vec!["foo=1,foo=2,bar"], Invalid),
+            (vec![thirty_three.as_str()], Invalid),
+            (vec![too_long_key.as_str()], Invalid),
+            (vec![too_long_value.as_str()], Invalid),
+            (vec!["Foo=1"], Invalid),
+            (vec!["_foo=1"], Invalid),
+            (vec!["foo"], Invalid),
+            (vec!["foo="], Invalid),
+            (vec!["foo=bar=baz"], Invalid),
             // A trailing space is optional white space around the member, not part of the value.
-            (vec!["foo=bar "], true),
-            (vec!["foo=bar baz"], true),
-            (vec!["foo=\u{7f}"], false),
-            (vec!["foo!=1"], false),
+            (vec!["foo=bar "], Valid),
+            (vec!["foo=bar baz"], Valid),
+            (vec!["foo=\u{7f}"], Invalid),
+            (vec!["foo!=1"], Invalid),
         ];
         for (lines, want) in cases {
             let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
-            assert_eq!(tracestate_is_valid(&lines), want, "tracestate {lines:?}");
+            assert_eq!(check_tracestate(&lines), want, "tracestate {lines:?}");
         }
     }
 
     #[test]
     fn oversized_tracestate_is_invalid() {
         let huge = format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES));
-        assert!(!tracestate_is_valid(&[huge.as_bytes()]));
+        assert_eq!(check_tracestate(&[huge.as_bytes()]), Tracestate::Invalid);
+    }
+
+    /// W3C "Mutating the tracestate Field": an updated entry moves to the front, the others keep
+    /// their order; at most 32 members.
+    #[test]
+    fn member_first_table() {
+        let thirty_two: String = (0..32)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let with_dd = |lines: &[&[u8]]| {
+            let mut out = String::from("dd=s:1");
+            push_other_members(&mut out, b"dd", lines);
+            out
+        };
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec![], "dd=s:1"),
+            (vec!["a=1,dd=s:0;o:rum", "b=2"], "dd=s:1,a=1,b=2"),
+            (vec![" a=1 ,, b=2"], "dd=s:1,a=1,b=2"),
+            (vec!["ddx=1"], "dd=s:1,ddx=1"),
+        ];
+        for (lines, want) in cases {
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            assert_eq!(with_dd(&lines), want, "{lines:?}");
+        }
+        let full = with_dd(&[thirty_two.as_bytes()]);
+        assert_eq!(full.split(',').count(), 32);
+        assert!(full.ends_with(",k30=v"), "{full}");
     }
 
     #[test]
@@ -323,6 +404,6 @@ mod tests {
             ("traceparent", one.as_bytes()),
         ];
         let headers = RequestHeaders::from_pairs(pairs);
-        assert_eq!(extract(&headers), Extraction::Invalid);
+        assert_eq!(extract(&headers).0, Extraction::Invalid);
     }
 }

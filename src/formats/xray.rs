@@ -19,7 +19,8 @@ pub struct XRay;
 /// What inject needs to know about the header extract parsed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct XRayState {
-    /// The ids are already in the lower-case form this filter writes.
+    /// The header is already in the form this filter writes: lower-case ids, no empty fields,
+    /// no spaces around fields.
     canonical: bool,
     /// Fields other than `Root`, `Parent` and `Sampled` are present (kept for the same trace).
     extra_fields: bool,
@@ -130,10 +131,15 @@ fn parse(value: &[u8]) -> Option<Parsed> {
         Some(b"0") => Some(Decision::NotSampled),
         _ => None,
     };
+    // Left byte for byte only in the form readers take: lower-case ids, and no empty field or
+    // space around one (OpenTelemetry Python's reader rejects a trailing `;`).
     let canonical = !root
         .iter()
         .chain(parent.unwrap_or_default())
-        .any(u8::is_ascii_uppercase);
+        .any(u8::is_ascii_uppercase)
+        && value
+            .split(|&b| b == b';')
+            .all(|field| !field.is_empty() && trim_ows(field) == field);
     Some(Parsed {
         context: IncomingContext {
             trace_id,
@@ -236,9 +242,15 @@ mod tests {
                 format!("Self=1-67891234-12456789abcdef012345678;Root={ROOT}"),
                 context(None, None),
             ),
+            // Read as the AWS SDK reads it (it trims), but not canonical: OpenTelemetry
+            // Python's AwsXRayPropagator rejects the empty field after a trailing `;`.
             (
                 format!("Root={ROOT}; Parent={PARENT} ;Sampled=1;"),
-                context(p, Some(Decision::Sampled)),
+                context(p, Some(Decision::Sampled)).map(|(c, _)| (c, false)),
+            ),
+            (
+                format!("Root={ROOT};Parent={PARENT};Sampled=1;"),
+                context(p, Some(Decision::Sampled)).map(|(c, _)| (c, false)),
             ),
             (
                 format!("Root={ROOT};Parent={PARENT};Sampled=1;Lineage=a87bd80c:1|68fd508a:5"),
@@ -354,6 +366,16 @@ mod tests {
         );
         // And every header written reads back.
         assert!(parse(written.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn trailing_semicolon_is_rewritten() {
+        let incoming = format!("Root={ROOT};Parent=1111111111111111;Sampled=1;");
+        let want = format!("Root={ROOT};Parent=1111111111111111;Sampled=1");
+        assert_eq!(
+            inject_value(&incoming, TRACE),
+            vec![HeaderEdit::Set(HeaderName::AmznTraceId, want)]
+        );
     }
 
     #[test]

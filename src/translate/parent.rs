@@ -195,7 +195,7 @@ pub fn trust(
                 Tracestate::Absent
             };
             let ot = match tracestate {
-                Tracestate::Valid => {
+                Tracestate::Valid | Tracestate::Duplicates => {
                     otel_tracestate::read(headers.tracestate_lines().unwrap_or_default())
                 }
                 _ => OtValues::default(),
@@ -479,13 +479,31 @@ mod tests {
                 untrusted_restart: false,
             }
         );
-        // A duplicate key makes the whole list invalid (W3C Trace Context, "tracestate").
+        // A key outside the grammar makes the whole list invalid (W3C Trace Context, "key").
         let invalid = trust_of(
             [10, 0, 0, 1],
-            &[("traceparent", TRACEPARENT), ("tracestate", "a=1,a=2")],
+            &[
+                ("traceparent", TRACEPARENT),
+                ("tracestate", "a=1,A=2,ot=th:8"),
+            ],
         );
         assert!(invalid.parent.invalid_tracestate());
         assert_eq!(invalid.parent.ot(), OtValues::default());
+        // A repeated key does not (W3C: one entry per key, entries may be deleted): the first
+        // entry of each key counts, `ot` included.
+        let repeated = trust_of(
+            [10, 0, 0, 1],
+            &[
+                ("traceparent", TRACEPARENT),
+                ("tracestate", "ot=th:8,a=1,ot=th:c"),
+            ],
+        );
+        assert_eq!(repeated.parent.tracestate(), Tracestate::Duplicates);
+        assert!(!repeated.parent.invalid_tracestate());
+        assert_eq!(
+            repeated.parent.ot(),
+            otel_tracestate::read(&[&b"ot=th:8"[..]])
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use super::{Decided, Parent, Trust};
 use crate::baggage::{self, BaggageReport};
 use crate::config::Config;
 use crate::context::TracestateOut;
-use crate::formats::tracecontext::Tracestate;
-use crate::formats::{Extractions, Format};
+use crate::formats::tracecontext::{self, Tracestate};
+use crate::formats::{datadog, Extractions, Format};
 use crate::headers::{HeaderEdit, HeaderName, RequestHeaders};
 use crate::otel_tracestate;
 use crate::sampling::Threshold;
@@ -42,6 +42,7 @@ pub fn write(
         )),
         None => tracestate_verdict(&trust.parent, headers, decided.sampling.threshold),
     };
+    let tracestate = with_datadog_member(config, headers, &trust.parent, decided, tracestate);
     // An untrusted caller's headers shape nothing that is written, not even for a trace id it
     // keeps (`keep_trace_id_from`): its X-Ray fields and Datadog tags go with the rest.
     let untrusted_read;
@@ -68,18 +69,57 @@ fn tracestate_verdict(
     headers: &RequestHeaders,
     threshold: Option<Threshold>,
 ) -> TracestateOut {
-    let valid = parent.tracestate() == Tracestate::Valid;
-    if valid && parent.ot().th == threshold {
-        return TracestateOut::Keep;
-    }
-    let lines = match valid {
-        true => headers.tracestate_lines().unwrap_or_default(),
-        false => &[],
+    let lines = match parent.tracestate() {
+        Tracestate::Valid if parent.ot().th == threshold => return TracestateOut::Keep,
+        // A repeated key is rewritten with its first entry only.
+        Tracestate::Valid | Tracestate::Duplicates => {
+            headers.tracestate_lines().unwrap_or_default()
+        }
+        Tracestate::Absent | Tracestate::Invalid => &[],
     };
     match otel_tracestate::with_threshold(lines, threshold) {
         Some(value) => TracestateOut::Set(value),
         None => TracestateOut::Remove,
     }
+}
+
+/// A context continued from Datadog headers and written as W3C carries dd-trace's `dd` member
+/// at the front of `tracestate` (replacing any earlier one), as dd-trace's own W3C injection
+/// does, so that a Datadog-instrumented service behind keeps the priority and origin. Any
+/// other source leaves `tracestate`, and a `dd` member in it, to the verdict.
+fn with_datadog_member(
+    config: &Config,
+    headers: &RequestHeaders,
+    parent: &Parent,
+    decided: &Decided,
+    verdict: TracestateOut,
+) -> TracestateOut {
+    let Parent::Continue {
+        format: Format::Datadog,
+        context,
+        ..
+    } = parent
+    else {
+        return verdict;
+    };
+    if !config.inject.contains(&Format::TraceContext) {
+        return verdict;
+    }
+    let set;
+    let lines: &[&[u8]] = match &verdict {
+        TracestateOut::Keep => headers.tracestate_lines().unwrap_or_default(),
+        TracestateOut::Remove => &[],
+        TracestateOut::Set(value) => {
+            set = [value.as_bytes()];
+            &set
+        }
+    };
+    // Room for the member and every other one: one allocation.
+    let others: usize = lines.iter().map(|line| line.len().saturating_add(1)).sum();
+    let mut out = String::with_capacity(others.saturating_add(datadog::MAX_TRACESTATE_MEMBER));
+    datadog::push_tracestate_member(&mut out, headers, context, decided.context.decision);
+    tracecontext::push_other_members(&mut out, datadog::TRACESTATE_KEY, lines);
+    TracestateOut::Set(out)
 }
 
 /// Merges the baggage spellings and writes the configured ones; an untrusted caller's baggage

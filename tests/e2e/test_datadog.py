@@ -2,6 +2,11 @@
 x-datadog-sampling-priority, x-datadog-tags (`_dd.p.tid` = upper 64 bits as 16 lower-case
 hex digits) and x-datadog-origin.
 
+A Datadog context written as W3C carries dd-trace's member of `tracestate` (issue 13):
+`dd=s:<priority>;o:<origin>;p:<parent as 16 hex>;t.<tag>:<value>` for each `_dd.p.<tag>` but
+`_dd.p.tid` (dd-trace-go ddtrace/tracer/textmap.go `composeTracestate`; dd-trace-py
+ddtrace/internal/utils/http.py `w3c_get_dd_list_member`, `w3c_tracestate_add_p`).
+
 Decimal values below were converted by hand from the hex ids of the other formats:
   0xa3ce929d0e0e4736 = 11803532876627986230   0x00f067aa0ba902b7 = 67667974448284343
   0x463ac35c9f6413ad = 5060571933882717101    0xe457b5a2e4d86bd1 = 16453819474850114513
@@ -65,7 +70,11 @@ def test_128_bit_context_through_dd_p_tid(proxy):
     headers = dd(priority="1", tags=f"_dd.p.dm=-4,_dd.p.tid={T_HIGH}", origin="rum")
     with proxy.counting() as delta:
         got = proxy.send(headers)
-    assert trace_headers(got) == {**default_formats(T, S, "01"), **as_dict(headers)}
+    assert trace_headers(got) == {
+        **default_formats(T, S, "01"),
+        "tracestate": [f"dd=s:1;o:rum;p:{S};t.dm:-4"],
+        **as_dict(headers),
+    }
     assert delta == {"tracebridge.extracted.datadog": 1}
 
 
@@ -85,8 +94,13 @@ def test_sampling_priority(proxy, priority, flags):
     headers = dd(priority=priority, tags=f"_dd.p.tid={T_HIGH}")
     with proxy.counting() as delta:
         got = proxy.send(headers)
-    # The Datadog headers already say the chosen context: as they came.
-    assert trace_headers(got) == {**default_formats(T, S, flags), **as_dict(headers)}
+    # The Datadog headers already say the chosen context: as they came; the priority travels
+    # in tracestate too.
+    assert trace_headers(got) == {
+        **default_formats(T, S, flags),
+        "tracestate": [f"dd=s:{priority};p:{S}"],
+        **as_dict(headers),
+    }
     assert delta == {"tracebridge.extracted.datadog": 1}
 
 
@@ -107,6 +121,7 @@ def test_64_bit_ids(proxy, trace, parent, trace_hex, span_hex):
         got = proxy.send(headers)
     assert trace_headers(got) == {
         **default_formats("0" * 16 + trace_hex, span_hex, "00"),
+        "tracestate": [f"dd=s:0;p:{span_hex}"],
         **as_dict(headers),
     }
     assert delta == {"tracebridge.extracted.datadog": 1}
@@ -142,7 +157,10 @@ def test_without_priority_the_filter_decides(proxy, trace, trace_hex, sampled):
     flags = "01" if sampled else "00"
     assert trace_headers(got) == {
         **default_formats(trace_hex, S, flags),
-        **({"tracestate": ["ot=th:fd70a"]} if sampled else {}),
+        # The filter's decision as the priority; the threshold it sampled with after it.
+        "tracestate": [
+            f"dd=s:1;o:rum;p:{S};t.dm:-4,ot=th:fd70a" if sampled else f"dd=s:0;o:rum;p:{S};t.dm:-4"
+        ],
         "x-datadog-trace-id": [trace],
         "x-datadog-parent-id": [S_DEC],
         "x-datadog-sampling-priority": ["1" if sampled else "0"],

@@ -1,7 +1,8 @@
 """Jaeger: `uber-trace-id: {trace}:{span}:{parent}:{flags}` and `jaeger-debug-id`.
 
 Expected values from the Jaeger propagation format (hex flags: 1 sampled, 2 debug;
-short ids left-padded; the URL-encoded `%3A` form) and the README's choices (flags a
+short ids left-padded; the URL-encoded `%3A` form, rewritten with `:`; the deprecated
+parent field ignored) and the README's choices (flags a
 hex bit field of any length, debug only with sampled, output `{32 hex}:{16 hex}:0:{1|0|3}`,
 `jaeger-debug-id` alone starts a debug trace, forcing obeys the trust settings).
 
@@ -53,9 +54,35 @@ MATCHING = {
         False,
     ),
     "one-digit-ids": ("1:2:0:1", "0" * 31 + "1", "0" * 15 + "2", "01", False),
+}
+
+# Read, but not in a form every reader takes: rewritten even though the context is unchanged
+# (issue 13). OpenTelemetry Python's JaegerPropagator splits on ':' only; OpenTelemetry Go,
+# Java, Rust and Python skip the deprecated parent field whatever it holds, and the filter
+# writes it as 0 (the README's output form).
+# (uber-trace-id, trace, span, traceparent flags, debug)
+REWRITTEN = {
     "url-encoded": (f"{T}%3A{S}%3A0%3A1", T, S, "01", False),
     "url-encoded-lower": (f"{T}%3a{S}%3a0%3a3", T, S, "01", True),
+    "17-hex-parent": (f"{T}:{S}:100f067aa0ba902b7:1", T, S, "01", False),
+    "non-hex-parent": (f"{T}:{S}:zz:1", T, S, "01", False),
+    "empty-parent": (f"{T}:{S}::1", T, S, "01", False),
+    "whatever-parent": (f"{T}:{S}:whatever:0", T, S, "00", False),
 }
+
+
+@pytest.mark.parametrize(
+    "value, trace, span, flags, debug", REWRITTEN.values(), ids=REWRITTEN.keys()
+)
+def test_jaeger_in_rewritten(proxy, value, trace, span, flags, debug):
+    with proxy.counting() as delta:
+        got = proxy.send([("uber-trace-id", value)])
+    state = "3" if debug else "1" if flags == "01" else "0"
+    assert trace_headers(got) == {
+        **default_formats(trace, span, flags, debug=debug),
+        "uber-trace-id": [f"{trace}:{span}:0:{state}"],
+    }
+    assert delta == {"tracebridge.extracted.jaeger": 1}
 
 
 @pytest.mark.parametrize("value, trace, span, flags, debug", MATCHING.values(), ids=MATCHING.keys())
@@ -146,14 +173,11 @@ INVALID = {
     "zero-span-id": f"{T}:0:0:1",
     "33-hex-trace": f"{T}1:{S}:0:1",
     "17-hex-span": f"{T}:1{S}:0:1",
-    "17-hex-parent": f"{T}:{S}:100f067aa0ba902b7:1",
-    "non-hex-parent": f"{T}:{S}:zz:1",
     "upper-case": f"{T.upper()}:{S}:0:1",
     "non-hex-trace": f"{T[:-1]}g:{S}:0:1",
     "non-hex-flags": f"{T}:{S}:0:x",
     "negative-flags": f"{T}:{S}:0:-1",
     "empty-flags": f"{T}:{S}:0:",
-    "empty-parent": f"{T}:{S}::1",
     "empty-span": f"{T}::0:1",
     "space-inside": f"{T}: {S}:0:1",
     "mixed-separators": f"{T}%3A{S}:0:1",

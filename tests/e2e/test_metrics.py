@@ -54,7 +54,7 @@ CASES = {
         {"extracted.b3": 1, "decision.not_sampled": 1},
     ),
     "invalid-tracestate": (
-        [("traceparent", TP), ("tracestate", "a=1,a=2")],
+        [("traceparent", TP), ("tracestate", "a=1,A=2")],
         {"extracted.tracecontext": 1, "invalid.tracestate": 1},
     ),
     "invalid-tracecontext-then-b3": (

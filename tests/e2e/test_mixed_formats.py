@@ -80,6 +80,15 @@ assert grpc_trace_bin("f0e1d2c3b4a5968778695a4b3c2d1e0f", "1122334455667788", Tr
 )
 
 
+def won_by(format: str, trace: str, span: str, flags: str) -> dict[str, list[str]]:
+    """every_format, and for a Datadog context dd-trace's `tracestate` member (its CONTEXTS
+    entry has priority 1 and no tag but `_dd.p.tid`; dd-trace-go `composeTracestate`)."""
+    out = every_format(trace, span, flags)
+    if format == "datadog":
+        out["tracestate"] = [f"dd=s:1;p:{span}"]
+    return out
+
+
 def headers_of(*formats: str) -> list:
     return [h for f in formats for h in CONTEXTS[f][0]]
 
@@ -98,7 +107,7 @@ def test_each_new_format_in_is_written_to_every_format(proxy, format):
     sent, (trace, span) = CONTEXTS[format]
     with proxy.counting() as delta:
         got = proxy.send(sent)
-    assert trace_headers(got) == every_format(trace, span, "01")
+    assert trace_headers(got) == won_by(format, trace, span, "01")
     assert delta == {f"tracebridge.extracted.{format}": 1}
 
 
@@ -109,7 +118,7 @@ def test_default_order_first_valid_format_wins(proxy, winner):
     trace, span = CONTEXTS[winner][1]
     with proxy.counting() as delta:
         got = proxy.send(headers_of(*reversed(present)))  # header order does not matter
-    assert trace_headers(got) == every_format(trace, span, "01")
+    assert trace_headers(got) == won_by(winner, trace, span, "01")
     assert extracted(delta) == {f"tracebridge.extracted.{winner}": 1}
 
 
@@ -133,7 +142,7 @@ def test_invalid_higher_format_falls_through(proxy, invalid, valid, winner):
     trace, span = CONTEXTS[winner][1]
     with proxy.counting() as delta:
         got = proxy.send(invalid + headers_of(*valid))
-    assert trace_headers(got) == every_format(trace, span, "01")
+    assert trace_headers(got) == won_by(winner, trace, span, "01")
     assert delta == {
         f"tracebridge.invalid.{bad_format}": 1,
         f"tracebridge.extracted.{winner}": 1,
@@ -176,7 +185,7 @@ def test_custom_extract_order(proxies):
     trace, span = CONTEXTS["datadog"][1]
     with proxy.counting() as delta:
         got = proxy.send(headers_of("xray", "tracecontext", "jaeger", "datadog"))
-    assert trace_headers(got) == every_format(trace, span, "01")
+    assert trace_headers(got) == won_by("datadog", trace, span, "01")
     assert extracted(delta) == {"tracebridge.extracted.datadog": 1}
 
 
@@ -193,6 +202,7 @@ def test_defaults_extract_the_new_formats_and_leave_them_as_they_came(proxies, f
     # written from its context.
     assert trace_headers(got) == {
         **default_formats(trace, span, "01"),
+        **({"tracestate": [f"dd=s:1;p:{span}"]} if format == "datadog" else {}),
         **{name: [value] for name, value in sent},
     }
     assert delta == {f"tracebridge.extracted.{format}": 1}
