@@ -24,7 +24,7 @@ use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::formats::{tracecontext, Format};
 use tracebridge::headers::{HeaderEdit, HeaderName, RequestHeaders, MAX_TRACESTATE_LINES};
-use tracebridge::translate::{translate, Host, RandomSource, Translation};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Translation};
 use tracebridge::trust::Peer;
 
 struct CountingAllocator;
@@ -370,7 +370,7 @@ fn counted_translate(
         random,
         peer: &mut peer,
         budget: &mut budget,
-        unix_seconds: 0x6b06_3027,
+        clock: &mut FixedClock(0x6b06_3027),
     };
     let (translation, allocations) = counting(|| translate(config, headers, &mut host));
     (
