@@ -12,7 +12,9 @@
 #   make demo-multicloud  one trace: ALB -> EKS gateway -> EKS (X-Ray) -> GKE (Zipkin B3) -> app, every hop shown
 #   make istio-check  validate envoy/istio/ against Istio's CRD schemas and the filter's parser
 #   make image   OCI image of the module for Istio's WasmPlugin (target/image); image-check inspects it
-#   make bench   Envoy load benchmark: no filter, no-op wasm, tracebridge, Lua (see README)
+#   make bench   Envoy load benchmark: no filter, no-op wasm, tracebridge, Lua (see README),
+#                the per-phase breakdown inside the proxy and each performance target met or missed
+#   make callgrind  instructions per request of the native hot path (valgrind; see README)
 #   make lint    cargo fmt --check and cargo clippy -D warnings
 #   make clean   remove build output, .venv/ and every .venv-envoy-*/
 #
@@ -50,7 +52,7 @@ export LISTENER_PORT ?= 10000
 export ADMIN_PORT ?= 9901
 export UPSTREAM_PORT ?= 8080
 
-.PHONY: help toolchain build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench
+.PHONY: help toolchain build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench callgrind
 
 help:
 	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
@@ -318,12 +320,15 @@ image-check: image
 # script). Native micro-benchmarks: cargo bench.
 # ---------------------------------------------------------------------------
 BENCH_WASM_ARGS := --release --target wasm32-wasip1 --manifest-path benches/wasm/Cargo.toml --target-dir target/bench-wasm
+# tracebridge with each phase of a request timed inside the proxy (src/filter/phases.rs).
+PHASE_WASM_ARGS := --release --target wasm32-wasip1 --features phase-timing --target-dir target/phase-wasm
 
 bench: build envoy
-	@echo "==> bench: the benchmark's wasm modules (benches/wasm: noop, hostcall-probe)"
+	@echo "==> bench: the benchmark's wasm modules (benches/wasm: noop, hostcall-probe; tracebridge --features phase-timing)"
 	$(WASM_TOOLCHAIN_SH)
 	wasm_toolchain
 	"$${WASM_CARGO[@]}" build $(BENCH_WASM_ARGS)
+	"$${WASM_CARGO[@]}" build $(PHASE_WASM_ARGS)
 	if ! command -v wrk >/dev/null 2>&1; then
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	    echo "==> bench: installing wrk"
@@ -337,6 +342,28 @@ bench: build envoy
 	fi
 	echo "==> bench: $(PYTHON) benches/envoy_load.py"
 	$(PYTHON) benches/envoy_load.py
+	$(MAKE) --no-print-directory callgrind
+
+# callgrind: instructions per request of the native request path (benches/hot_path.rs) under
+# valgrind, per configuration and request: a figure a loaded machine does not blur.
+# CALLGRIND_ARGS="--json now.json" keeps them, "--compare before.json" shows the change.
+CALLGRIND_ARGS ?=
+
+callgrind:
+	@if ! command -v valgrind >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> callgrind: installing valgrind"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update
+	    apt-get install -y --no-install-recommends valgrind
+	  else
+	    echo "error: valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)" >&2
+	    exit 1
+	  fi
+	fi
+	echo "==> callgrind: cargo build --release --example hot_path"
+	cargo build --release --example hot_path
+	python3 benches/callgrind.py target/release/examples/hot_path $(CALLGRIND_ARGS)
 
 # ---------------------------------------------------------------------------
 # try it by hand

@@ -33,9 +33,9 @@ const PHASES: [&str; 13] = [
     "header_writes",
     // one of them (header_writes / number of edits)
     "header_write",
-    // one proxy_increment_metric
+    // one proxy_increment_metric (of tracebridge.phase.scratch, by 1)
     "counter_increment",
-    // the request's counters as host calls (the filter before the per-worker counts)
+    // the request's counters as host calls, one each (the filter before the per-worker counts)
     "counters_direct",
     // the request's counters added to the worker's pending counts (the filter now)
     "counters_pending",
@@ -52,6 +52,8 @@ const PHASES: [&str; 13] = [
 struct Timer {
     gauges: Vec<Option<u32>>,
     samples: Vec<Vec<u64>>,
+    /// A counter of its own for the increments timed (the filter's counters stay true).
+    scratch: Option<u32>,
 }
 
 thread_local! {
@@ -84,20 +86,30 @@ impl Timer {
                 proxy_wasm::hostcalls::define_metric(MetricType::Gauge, &name).ok()
             })
             .collect();
+        let scratch =
+            proxy_wasm::hostcalls::define_metric(MetricType::Counter, "tracebridge.phase.scratch")
+                .ok();
         Timer {
             gauges,
             samples: vec![Vec::with_capacity(WINDOW); PHASES.len()],
+            scratch,
         }
     }
 
-    fn record(&mut self, results: [u64; PHASES.len()]) {
+    /// `results` in the order of [`PHASES`], each with the clock's cost in it; `edits`: how many
+    /// header writes `header_writes` made.
+    fn record(&mut self, mut results: [u64; PHASES.len()], edits: u64) {
         let clock = results.first().copied().unwrap_or(0);
-        for (i, (ns, samples)) in results.iter().zip(&mut self.samples).enumerate() {
-            samples.push(if i == 0 {
-                *ns
-            } else {
-                ns.saturating_sub(clock)
-            });
+        for ns in results.iter_mut().skip(1) {
+            *ns = ns.saturating_sub(clock);
+        }
+        if let Some(writes) = results.get(HEADER_WRITES).copied() {
+            if let Some(one) = results.get_mut(HEADER_WRITES.saturating_add(1)) {
+                *one = writes.checked_div(edits).unwrap_or(0);
+            }
+        }
+        for (ns, samples) in results.iter().zip(&mut self.samples) {
+            samples.push(*ns);
         }
         if self.samples.first().map_or(0, Vec::len) < WINDOW {
             return;
@@ -110,6 +122,9 @@ impl Timer {
         }
     }
 }
+
+/// Where `header_writes` is in [`PHASES`] (`header_write` follows it).
+const HEADER_WRITES: usize = 4;
 
 /// Times every phase on this request; the request itself is handled afterwards as usual.
 pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
@@ -127,8 +142,11 @@ pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
     let Ok(translation) = translate_once() else {
         return;
     };
-    let edits = u64::try_from(translation.edits.len()).unwrap_or(1).max(1);
-    let metric = plugin.metrics.ids.iter().flatten().next().copied();
+    let edits = u64::try_from(translation.edits.len()).unwrap_or(0);
+    let metric = TIMER.with(|timer| match timer.try_borrow_mut() {
+        Ok(mut timer) => timer.get_or_insert_with(Timer::new).scratch,
+        Err(_) => None,
+    });
     let scratch = Pending::default();
     // The counts of earlier requests go out now: the repeated runs' counts are discarded below.
     plugin.metrics.flush();
@@ -147,18 +165,17 @@ pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
             let _ = black_box(translate_once());
         }),
         time(|| filter.apply(&translation.edits)),
-        time(|| filter.apply(&translation.edits))
-            .checked_div(edits)
-            .unwrap_or(0),
+        // header_write: from header_writes in `record`
+        0,
         time(|| {
             if let Some(id) = metric {
-                let _ = proxy_wasm::hostcalls::increment_metric(id, 0);
+                let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
             }
         }),
         time(|| {
-            for counter in counters(&translation.report) {
-                if let Some(&Some(id)) = plugin.metrics.ids.get(counter.index()) {
-                    let _ = proxy_wasm::hostcalls::increment_metric(id, 0);
+            for _ in counters(&translation.report) {
+                if let Some(id) = metric {
+                    let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
                 }
             }
         }),
@@ -189,7 +206,7 @@ pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
     filter.sent = None;
     TIMER.with(|timer| {
         if let Ok(mut timer) = timer.try_borrow_mut() {
-            timer.get_or_insert_with(Timer::new).record(results);
+            timer.get_or_insert_with(Timer::new).record(results, edits);
         }
     });
 }
