@@ -584,6 +584,7 @@ PHASES = [
     ("random_get", "one WASI random_get, 20 bytes"),
     ("random_pooled", "20 bytes from the filter's pool"),
     ("request", "the filter's whole request path as configured"),
+    ("request_once", "the same, the request's one real pass (every other request)"),
 ]
 
 

@@ -433,7 +433,8 @@ impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(plugin) = self.plugin.clone() {
             #[cfg(feature = "phase-timing")]
-            phases::time_request(self, &plugin);
+            let sent = phases::timed_request(self, &plugin);
+            #[cfg(not(feature = "phase-timing"))]
             let sent = self.translate_request(&plugin);
             if let (Some(response), Some(sent)) = (&plugin.config.response, sent) {
                 if response.applies(&sent) {

@@ -20,7 +20,7 @@ const REPEAT: u64 = 20;
 const WINDOW: usize = 101;
 
 /// What is timed, in order (the gauge names).
-const PHASES: [&str; 13] = [
+const PHASES: [&str; 14] = [
     // proxy_get_current_time_nanoseconds: the timer itself
     "clock",
     // proxy_get_header_map_pairs: the whole request map in one buffer
@@ -47,9 +47,17 @@ const PHASES: [&str; 13] = [
     "random_pooled",
     // the filter's whole request path: read, scan, translate, writes, counters
     "request",
+    // the same, once: the request's real pass, every other request (the caches as Envoy's own
+    // work since the previous request left them)
+    "request_once",
 ];
 
 struct Timer {
+    /// Whether the next request's real pass is timed (every other request: a request whose
+    /// phases were timed has warm caches, and its real pass sees headers already translated).
+    once_next: bool,
+    /// The last real pass timed, in nanoseconds.
+    once: u64,
     gauges: Vec<Option<u32>>,
     samples: Vec<Vec<u64>>,
     /// A counter of its own for the increments timed (the filter's counters stay true).
@@ -90,6 +98,8 @@ impl Timer {
             proxy_wasm::hostcalls::define_metric(MetricType::Counter, "tracebridge.phase.scratch")
                 .ok();
         Timer {
+            once_next: true,
+            once: 0,
             gauges,
             samples: vec![Vec::with_capacity(WINDOW); PHASES.len()],
             scratch,
@@ -102,6 +112,10 @@ impl Timer {
         let clock = results.first().copied().unwrap_or(0);
         for ns in results.iter_mut().skip(1) {
             *ns = ns.saturating_sub(clock);
+        }
+        if let Some(last) = results.last_mut() {
+            // One clock pair around one pass: its whole cost is the clock's.
+            *last = self.once.saturating_sub(clock.saturating_mul(REPEAT));
         }
         if let Some(writes) = results.get(HEADER_WRITES).copied() {
             if let Some(one) = results.get_mut(HEADER_WRITES.saturating_add(1)) {
@@ -126,8 +140,37 @@ impl Timer {
 /// Where `header_writes` is in [`PHASES`] (`header_write` follows it).
 const HEADER_WRITES: usize = 4;
 
-/// Times every phase on this request; the request itself is handled afterwards as usual.
-pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
+/// Handles the request: its real pass timed on every other request, the phases timed before
+/// its real pass on the others. Returns what [`RequestFilter::translate_request`] returns.
+pub(super) fn timed_request(filter: &mut RequestFilter, plugin: &Plugin) -> Option<TraceContext> {
+    let once_next = TIMER.with(|timer| match timer.try_borrow_mut() {
+        Ok(mut timer) => {
+            let timer = timer.get_or_insert_with(Timer::new);
+            let once = timer.once_next;
+            timer.once_next = !once;
+            once
+        }
+        Err(_) => false,
+    });
+    if !once_next {
+        time_phases(filter, plugin);
+        return filter.translate_request(plugin);
+    }
+    let start = now_ns();
+    let sent = filter.translate_request(plugin);
+    let once = now_ns().saturating_sub(start);
+    TIMER.with(|timer| {
+        if let Ok(mut timer) = timer.try_borrow_mut() {
+            if let Some(timer) = timer.as_mut() {
+                timer.once = once;
+            }
+        }
+    });
+    sent
+}
+
+/// Times every phase on this request, before its real pass.
+fn time_phases(filter: &mut RequestFilter, plugin: &Plugin) {
     let map = request_header_map().unwrap_or_default();
     let headers = RequestHeaders::scan(SerializedPairs::new(&map), plugin.config.scan());
     let translate_once = || {
@@ -199,6 +242,8 @@ pub(super) fn time_request(filter: &mut RequestFilter, plugin: &Plugin) {
         time(|| {
             black_box(filter.translate_request(plugin));
         }),
+        // request_once: the previous request's real pass, in `record`
+        0,
     ];
     // The repeated request paths counted REPEAT times; the real pass that follows counts once.
     plugin.metrics.pending.drain().for_each(drop);
