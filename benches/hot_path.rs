@@ -11,6 +11,7 @@
 //! The instructions of one request are the difference between two runs of different iteration
 //! counts divided by the difference in iterations (start-up and configuration parsing cancel
 //! out). `hot_path list` prints every configuration and request name.
+//! `make callgrind` (benches/callgrind.py) does this for every case and prints the table.
 
 use std::hint::black_box;
 use tracebridge::budget::Unlimited;
