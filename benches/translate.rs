@@ -51,7 +51,7 @@ use tracebridge::config::Config;
 use tracebridge::context::Extraction;
 use tracebridge::formats::{tracecontext, Format};
 use tracebridge::headers::RequestHeaders;
-use tracebridge::translate::{translate, Host, RandomSource, Translation};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Translation};
 use tracebridge::trust::Peer;
 
 // ---------------------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ fn run_translate(config: &Config, pairs: &[(&str, &str)], random: &mut XorShift)
         random,
         peer: &mut Loopback,
         budget: &mut Unlimited,
-        unix_seconds: NOW,
+        clock: &mut FixedClock(NOW),
     };
     translate(config, &headers, &mut host).expect("random source never fails")
 }

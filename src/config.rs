@@ -14,6 +14,7 @@ use crate::budget::Limits;
 use crate::force::ForceConfig;
 use crate::formats::Format;
 use crate::headers::Scan;
+use crate::metrics::MetricsConfig;
 use crate::response::ResponseConfig;
 use crate::rules::{self, Rule};
 use crate::sampling::Threshold;
@@ -41,6 +42,11 @@ pub struct Config {
     pub response: Option<ResponseConfig>,
     /// `spans`: the proxy's own spans (`None`: none are recorded).
     pub spans: Option<SpansConfig>,
+    /// `metrics`: how often the counters reach Envoy.
+    pub metrics: MetricsConfig,
+    /// `filter_state.sampling_reason`: store each request's reason in Envoy's filter state (for
+    /// access logs). Off by default: it is a host call on every request.
+    pub reason_in_filter_state: bool,
     /// `extract` then the formats only in `inject`: what a request reads, each format once.
     formats_read: Vec<Format>,
 }
@@ -98,6 +104,8 @@ impl Default for Config {
             custom_headers: Vec::new(),
             response: None,
             spans: None,
+            metrics: MetricsConfig::default(),
+            reason_in_filter_state: false,
             formats_read: Vec::new(),
         };
         config.formats_read = formats_read(&config.extract, &config.inject);
@@ -251,6 +259,15 @@ fn sampling(
     Ok(sampling)
 }
 
+/// The `filter_state` section: which of a request's facts Envoy's filter state holds.
+fn filter_state(value: &Value) -> Result<bool, ConfigError> {
+    let object = object(value, "filter_state")?;
+    check_keys(object, "filter_state.", &["sampling_reason"])?;
+    object.get("sampling_reason").map_or(Ok(false), |value| {
+        boolean(value, "filter_state.sampling_reason")
+    })
+}
+
 impl Config {
     /// Parses the plugin configuration. Empty (or only white space) means all defaults.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -269,7 +286,14 @@ impl Config {
             object,
             "",
             &[
-                "extract", "inject", "sampling", "baggage", "response", "spans",
+                "extract",
+                "inject",
+                "sampling",
+                "baggage",
+                "response",
+                "spans",
+                "metrics",
+                "filter_state",
             ],
         )?;
         let mut config = Config::default();
@@ -290,6 +314,12 @@ impl Config {
         }
         if let Some(value) = object.get("spans") {
             config.spans = Some(SpansConfig::from_json(value)?);
+        }
+        if let Some(value) = object.get("metrics") {
+            config.metrics = MetricsConfig::from_json(value)?;
+        }
+        if let Some(value) = object.get("filter_state") {
+            config.reason_in_filter_state = filter_state(value)?;
         }
         config.check_force_header()?;
         config.formats_read = formats_read(&config.extract, &config.inject);
@@ -368,6 +398,7 @@ impl Config {
 pub(crate) mod tests {
     use super::*;
     use crate::baggage::Spelling;
+    use std::time::Duration;
 
     #[test]
     fn empty_means_defaults() {
@@ -569,6 +600,41 @@ pub(crate) mod tests {
             "extract[1]",
             "listed twice",
         )]);
+    }
+
+    #[test]
+    fn filter_state_and_metrics_sections() {
+        let config = Config::default();
+        assert!(!config.reason_in_filter_state);
+        assert_eq!(config.metrics.flush_interval, Duration::from_millis(1000));
+        let config = Config::from_json(
+            br#"{"filter_state": {"sampling_reason": true}, "metrics": {"flush_interval_ms": 50}}"#,
+        )
+        .unwrap();
+        assert!(config.reason_in_filter_state);
+        assert_eq!(config.metrics.flush_interval, Duration::from_millis(50));
+        assert_errors(&[
+            (
+                r#"{"filter_state": {"sampling_reason": "yes"}}"#,
+                "filter_state.sampling_reason",
+                "must be true or false",
+            ),
+            (
+                r#"{"filter_state": {"reason": true}}"#,
+                "filter_state.reason",
+                "unknown key; expected one of: sampling_reason",
+            ),
+            (
+                r#"{"filter_state": true}"#,
+                "filter_state",
+                "must be an object",
+            ),
+            (
+                r#"{"metrics": {"flush_interval_ms": 0}}"#,
+                "metrics.flush_interval_ms",
+                "from 1 to",
+            ),
+        ]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The thin proxy-wasm layer: configuration and metrics at `on_configure`, and per request one
 //! read of the header map, one call into the transport-free core, and the resulting edits.
 
+#[cfg(feature = "phase-timing")]
+mod phases;
 mod spans;
 
 use crate::budget::{Budget, BudgetState, Limits};
@@ -8,11 +10,11 @@ use crate::config::Config;
 use crate::context::TraceContext;
 use crate::header_map::SerializedPairs;
 use crate::headers::{HeaderEdit, RequestHeaders};
-use crate::metrics::{counters, Counter, Event};
+use crate::metrics::{counters, Counter, Event, Pending};
 use crate::response::{additions, Present};
 use crate::sampling::Threshold;
 use crate::spans::record::OpenSpan;
-use crate::translate::{translate, Host, RandomSource, Translation};
+use crate::translate::{translate, Clock, Host, RandomSource, Translation};
 use crate::trust::{parse_peer_address, Peer};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
@@ -30,16 +32,77 @@ proxy_wasm::main! {{
 /// Filter state key for the sampling reason: `%FILTER_STATE(wasm.tracebridge.sampling_reason:PLAIN)%`.
 const REASON_PROPERTY: &str = "tracebridge.sampling_reason";
 /// The cap adapts once per second; each worker refreshes its copy of the cap this often.
-const TICK: Duration = Duration::from_secs(1);
+const BUDGET_REFRESH: Duration = Duration::from_secs(1);
 /// Compare-and-swap attempts before a budget update gives up (and lets the request through).
 const CAS_ATTEMPTS: usize = 8;
 
-/// The host's CSPRNG (WASI `random_get`).
+/// The host's CSPRNG (WASI `random_get`), drawn in bulk: one host call yields the bytes of many
+/// new ids. Each byte is handed out once and wiped from the pool when taken.
 struct HostRandom;
+
+/// Bytes per `random_get`: a new trace takes 20, so one call serves a dozen new traces.
+const RANDOM_POOL: usize = 256;
+
+struct RandomPool {
+    bytes: [u8; RANDOM_POOL],
+    /// Bytes at and after `next` are unused.
+    next: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_POOL], next: RANDOM_POOL })
+    };
+}
+
+impl RandomPool {
+    fn take(&mut self, buf: &mut [u8]) -> bool {
+        if self.bytes.len().saturating_sub(self.next) < buf.len() {
+            if getrandom::fill(&mut self.bytes).is_err() {
+                return false;
+            }
+            self.next = 0;
+        }
+        let end = self.next.saturating_add(buf.len());
+        let Some(taken) = self.bytes.get_mut(self.next..end) else {
+            return false;
+        };
+        buf.copy_from_slice(taken);
+        taken.fill(0);
+        self.next = end;
+        true
+    }
+}
 
 impl RandomSource for HostRandom {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
-        getrandom::fill(buf).is_ok()
+        if buf.len() > RANDOM_POOL {
+            return getrandom::fill(buf).is_ok();
+        }
+        POOL.with(|pool| match pool.try_borrow_mut() {
+            Ok(mut pool) => pool.take(buf),
+            Err(_) => getrandom::fill(buf).is_ok(),
+        })
+    }
+}
+
+/// The host's clock, read at most once per request and only if the request needs the time.
+#[derive(Default)]
+struct HostClock {
+    now: Option<SystemTime>,
+}
+
+impl HostClock {
+    fn now(&mut self) -> SystemTime {
+        *self
+            .now
+            .get_or_insert_with(|| proxy_wasm::hostcalls::get_current_time().unwrap_or(UNIX_EPOCH))
+    }
+}
+
+impl Clock for HostClock {
+    fn unix_seconds(&mut self) -> u64 {
+        unix_seconds(self.now())
     }
 }
 
@@ -174,10 +237,12 @@ impl Budget for RequestBudget<'_> {
 /// Metric ids, defined once per plugin configuration.
 struct Metrics {
     ids: [Option<u32>; Counter::COUNT],
+    /// The worker's counts since the last flush (shared by every configuration of the worker).
+    pending: Rc<Pending>,
 }
 
 impl Metrics {
-    fn define() -> Self {
+    fn define(pending: Rc<Pending>) -> Self {
         let mut ids = [None; Counter::COUNT];
         for counter in Counter::all() {
             match proxy_wasm::hostcalls::define_metric(MetricType::Counter, &counter.name()) {
@@ -192,13 +257,24 @@ impl Metrics {
                 ),
             }
         }
-        Metrics { ids }
+        Metrics { ids, pending }
     }
 
+    /// Counted in the worker; Envoy sees it at the next [`Metrics::flush`].
     fn increment(&self, counter: Counter) {
-        if let Some(&Some(id)) = self.ids.get(counter.index()) {
-            // A failed increment loses one count; it must not fail the request.
-            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        self.pending.add(counter);
+    }
+
+    /// Hands the worker's counts to Envoy: one host call per counter that moved.
+    fn flush(&self) {
+        for (index, count) in self.pending.drain() {
+            if let Some(&Some(id)) = self.ids.get(index) {
+                // A failed increment loses those counts; it must not disturb the filter.
+                let _ = proxy_wasm::hostcalls::increment_metric(
+                    id,
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                );
+            }
         }
     }
 }
@@ -217,8 +293,12 @@ struct PluginRoot {
     plugin: Option<Rc<Plugin>>,
     /// The worker's span queue; it outlives a reconfiguration, so queued spans are not lost.
     spans: Option<Rc<SpanSink>>,
+    /// The worker's counts not yet flushed; they outlive a reconfiguration too.
+    pending: Rc<Pending>,
     /// The tick period of the configuration (`None`: no tick).
     tick: Option<Duration>,
+    /// The Unix second of the last budget refresh (the tick may be faster than once a second).
+    budget_refreshed: Cell<u64>,
 }
 
 impl Context for PluginRoot {
@@ -266,25 +346,32 @@ impl RootContext for PluginRoot {
                 let now = self.get_current_time();
                 if needs_budget {
                     budget.refresh(unix_seconds(now));
+                    self.budget_refreshed.set(unix_seconds(now));
                 }
                 self.spans = config
                     .spans
                     .as_ref()
                     .map(|spans| SpanSink::for_config(self.spans.as_ref(), spans, now));
-                let tick = match (needs_budget, &config.spans) {
-                    (true, Some(spans)) => Some(TICK.min(spans.flush_interval)),
-                    (true, None) => Some(TICK),
-                    (false, Some(spans)) => Some(spans.flush_interval),
-                    (false, None) => None,
-                };
-                if tick.is_some() || self.tick.is_some() {
-                    // Zero stops the ticks of a previous configuration that needed them.
-                    self.set_tick_period(tick.unwrap_or(Duration::ZERO));
+                // The counters always need the tick; the budget and the span export may need
+                // it more often.
+                let mut tick = config.metrics.flush_interval;
+                if needs_budget {
+                    tick = tick.min(BUDGET_REFRESH);
                 }
-                self.tick = tick;
+                if let Some(spans) = &config.spans {
+                    tick = tick.min(spans.flush_interval);
+                }
+                if self.tick != Some(tick) {
+                    self.set_tick_period(tick);
+                }
+                self.tick = Some(tick);
+                // Counts of the previous configuration go out under its ids (the same names).
+                if let Some(previous) = &self.plugin {
+                    previous.metrics.flush();
+                }
                 self.plugin = Some(Rc::new(Plugin {
                     config,
-                    metrics: Metrics::define(),
+                    metrics: Metrics::define(self.pending.clone()),
                     budget,
                     needs_budget,
                     spans: self.spans.clone(),
@@ -301,9 +388,18 @@ impl RootContext for PluginRoot {
     }
 
     fn on_tick(&mut self) {
+        let Some(plugin) = &self.plugin else {
+            return;
+        };
+        plugin.metrics.flush();
+        if !plugin.needs_budget && self.spans.is_none() {
+            return;
+        }
         let now = self.get_current_time();
-        if let Some(plugin) = self.plugin.as_ref().filter(|plugin| plugin.needs_budget) {
-            plugin.budget.refresh(unix_seconds(now));
+        let second = unix_seconds(now);
+        if plugin.needs_budget && self.budget_refreshed.get() != second {
+            plugin.budget.refresh(second);
+            self.budget_refreshed.set(second);
         }
         if let (Some(sink), Some(plugin)) = (&self.spans, &self.plugin) {
             sink.export(plugin.config.spans.as_ref(), self.tick, now);
@@ -336,6 +432,9 @@ impl Context for RequestFilter {}
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(plugin) = self.plugin.clone() {
+            #[cfg(feature = "phase-timing")]
+            let sent = phases::timed_request(self, &plugin);
+            #[cfg(not(feature = "phase-timing"))]
             let sent = self.translate_request(&plugin);
             if let (Some(response), Some(sent)) = (&plugin.config.response, sent) {
                 if response.applies(&sent) {
@@ -389,16 +488,17 @@ impl RequestFilter {
         // copying getter).
         let map = request_header_map().unwrap_or_default();
         let headers = RequestHeaders::scan(SerializedPairs::new(&map), plugin.config.scan());
-        let now = self.get_current_time();
+        let mut clock = HostClock::default();
         let mut host = Host {
             random: &mut HostRandom,
             peer: &mut HostPeer,
             budget: &mut RequestBudget(&plugin.budget),
-            unix_seconds: unix_seconds(now),
+            clock: &mut clock,
         };
         match translate(&plugin.config, &headers, &mut host) {
             Ok(translation) => {
                 if let Some(own_span) = translation.own_span {
+                    let now = clock.now();
                     self.span =
                         spans::start(&plugin.config, &map, &headers, &translation, own_span, now);
                 }
@@ -406,10 +506,12 @@ impl RequestFilter {
                 for counter in counters(&translation.report) {
                     plugin.metrics.increment(counter);
                 }
-                self.set_property(
-                    vec![REASON_PROPERTY],
-                    Some(translation.report.reason.name().as_bytes()),
-                );
+                if plugin.config.reason_in_filter_state {
+                    self.set_property(
+                        vec![REASON_PROPERTY],
+                        Some(translation.report.reason.name().as_bytes()),
+                    );
+                }
                 log_translation(&translation);
                 Some(translation.context)
             }

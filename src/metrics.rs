@@ -2,9 +2,94 @@
 //!
 //! Names are dotted so that Envoy shows them under `wasmcustom.tracebridge.*` in `/stats` and as
 //! `tracebridge_*` in `/stats/prometheus`.
+//!
+//! A request does not call the host for its counters: it adds them to the worker's [`Pending`]
+//! counts, which the filter hands to Envoy on its tick (`metrics.flush_interval_ms`), one
+//! `increment_metric` per counter that moved. A host call costs about as much as a whole
+//! translation; Envoy's stats are at most one flush interval late instead.
 
+use crate::config::json::{check_keys, error, object};
+use crate::config::ConfigError;
 use crate::formats::Format;
 use crate::translate::{ForceOutcome, Reason, Report};
+use serde_json::Value;
+use std::cell::Cell;
+use std::time::Duration;
+
+/// How often counts reach Envoy when `metrics.flush_interval_ms` is not set.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// The `metrics` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// How late Envoy's stats may be: the period of the flush.
+    pub flush_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Parses the value of `metrics`.
+    pub fn from_json(value: &Value) -> Result<MetricsConfig, ConfigError> {
+        let object = object(value, "metrics")?;
+        check_keys(object, "metrics.", &["flush_interval_ms"])?;
+        let mut config = MetricsConfig::default();
+        if let Some(value) = object.get("flush_interval_ms") {
+            // proxy-wasm tick periods are u32 milliseconds.
+            let max = u64::from(u32::MAX);
+            match value.as_u64() {
+                Some(ms) if (1..=max).contains(&ms) => {
+                    config.flush_interval = Duration::from_millis(ms);
+                }
+                _ => {
+                    return Err(error(
+                        "metrics.flush_interval_ms",
+                        format!("must be a whole number from 1 to {max}, got {value}"),
+                    ))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Counts not yet handed to the host, one per [`Counter`], kept per worker.
+pub struct Pending {
+    counts: [Cell<u64>; Counter::COUNT],
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            counts: std::array::from_fn(|_| Cell::new(0)),
+        }
+    }
+}
+
+impl Pending {
+    pub fn add(&self, counter: Counter) {
+        if let Some(count) = self.counts.get(counter.index()) {
+            count.set(count.get().saturating_add(1));
+        }
+    }
+
+    /// Takes every non-zero count (leaving zero), with its counter's index.
+    pub fn drain(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, count)| match count.take() {
+                0 => None,
+                n => Some((index, n)),
+            })
+    }
+}
 
 listed_enum! {
     /// Things that happen to a request, counted once each.
@@ -179,6 +264,45 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Counter::COUNT);
         assert!(names.contains(&"tracebridge.extracted.b3multi".to_string()));
+    }
+
+    #[test]
+    fn pending_counts_drain_once() {
+        let pending = Pending::default();
+        pending.add(Counter::Reason(Reason::Parent));
+        pending.add(Counter::Reason(Reason::Parent));
+        pending.add(Counter::Extracted(Format::B3));
+        let mut got: Vec<(usize, u64)> = pending.drain().collect();
+        got.sort_unstable();
+        let mut want = vec![
+            (Counter::Reason(Reason::Parent).index(), 2),
+            (Counter::Extracted(Format::B3).index(), 1),
+        ];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(pending.drain().count(), 0);
+    }
+
+    #[test]
+    fn metrics_section() {
+        let parse = |text: &str| MetricsConfig::from_json(&serde_json::from_str(text).unwrap());
+        assert_eq!(parse("{}"), Ok(MetricsConfig::default()));
+        assert_eq!(
+            parse(r#"{"flush_interval_ms": 20}"#)
+                .unwrap()
+                .flush_interval,
+            Duration::from_millis(20)
+        );
+        for bad in [
+            r#"{"flush_interval_ms": 0}"#,
+            r#"{"flush_interval_ms": "1s"}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().path, "metrics.flush_interval_ms");
+        }
+        assert_eq!(
+            parse(r#"{"interval": 1}"#).unwrap_err().path,
+            "metrics.interval"
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::formats::{tracecontext, Format};
 use tracebridge::headers::{HeaderEdit, HeaderName, RequestHeaders, MAX_TRACESTATE_LINES};
-use tracebridge::translate::{translate, Host, RandomSource, Translation};
+use tracebridge::metrics::{counters, Pending};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Translation};
 use tracebridge::trust::Peer;
 
 struct CountingAllocator;
@@ -370,7 +371,7 @@ fn counted_translate(
         random,
         peer: &mut peer,
         budget: &mut budget,
-        unix_seconds: 0x6b06_3027,
+        clock: &mut FixedClock(0x6b06_3027),
     };
     let (translation, allocations) = counting(|| translate(config, headers, &mut host));
     (
@@ -527,4 +528,39 @@ fn spans_cost_nothing_on_unsampled_requests() {
         assert_eq!(spanned_allocations, plain_allocations, "{name}");
     }
     assert!(unsampled >= 10, "only {unsampled} unsampled inputs");
+}
+
+/// Counting a request allocates nothing: the counters of its report are added to the worker's
+/// pending counts in place (the filter hands them to Envoy on its tick). And the sections that
+/// only change what happens outside the request path (`metrics`, `filter_state`) change nothing
+/// in it: the same edits with the same allocations as the defaults.
+#[test]
+fn counting_a_request_allocates_nothing() {
+    let trace = lines(&[(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )]);
+    let pairs = with_ordinary(&trace);
+    let headers = RequestHeaders::from_pairs(pairs.iter().copied());
+    let defaults = Config::default();
+    let (translation, allocations) = counted_translate(&defaults, &headers, &mut Counter(1));
+    let pending = Pending::default();
+    let ((), counting_allocations) = counting(|| {
+        for counter in counters(&translation.report) {
+            pending.add(counter);
+        }
+    });
+    assert_eq!(counting_allocations, 0);
+    assert_eq!(
+        pending.drain().map(|(_, n)| n).sum::<u64>(),
+        2,
+        "extracted and reason"
+    );
+    let configured = Config::from_json(
+        br#"{"metrics": {"flush_interval_ms": 20}, "filter_state": {"sampling_reason": true}}"#,
+    )
+    .unwrap();
+    let (same, same_allocations) = counted_translate(&configured, &headers, &mut Counter(1));
+    assert_eq!(same.edits, translation.edits);
+    assert_eq!(same_allocations, allocations);
 }

@@ -16,7 +16,7 @@ use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::context::{Decision, Extraction};
 use tracebridge::headers::{HeaderEdit, RequestHeaders};
-use tracebridge::translate::{translate, Host, RandomSource};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource};
 use tracebridge::trust::Peer;
 
 /// xorshift64*: deterministic, so a failure names its seed and case.
@@ -152,7 +152,7 @@ fn every_injected_format_carries_the_same_context() {
             random: &mut random,
             peer: &mut Anyone,
             budget: &mut Unlimited,
-            unix_seconds: 1_800_000_000,
+            clock: &mut FixedClock(1_800_000_000),
         };
         let translation = translate(config, &headers, &mut host).expect("randomness is available");
 

@@ -18,7 +18,7 @@ use tracebridge::config::Config;
 use tracebridge::context::Extraction;
 use tracebridge::formats::{tracecontext, Format};
 use tracebridge::headers::{HeaderEdit, RequestHeaders};
-use tracebridge::translate::{translate, Host, RandomSource, Translation};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Translation};
 use tracebridge::trust::Peer;
 
 struct Counter(u8);
@@ -53,7 +53,7 @@ fn run(config: &str, pairs: &[(&str, String)]) -> (Translation, Vec<(String, Str
         random: &mut Counter(1),
         peer: &mut Anyone,
         budget: &mut Unlimited,
-        unix_seconds: 1_800_000_000,
+        clock: &mut FixedClock(1_800_000_000),
     };
     let translation = translate(&config, &headers, &mut host).unwrap();
     let mut out: Vec<(String, String)> = pairs

@@ -28,7 +28,7 @@ use tracebridge::ids::{SpanId, TraceId};
 use tracebridge::spans::export::{Exporter, Limits};
 use tracebridge::spans::otlp::{self, SpanKind};
 use tracebridge::spans::record::{HttpRequest, OpenSpan, SpanEnd, SpanStart};
-use tracebridge::translate::{translate, Host, OwnSpan, RandomSource, Translation};
+use tracebridge::translate::{translate, FixedClock, Host, OwnSpan, RandomSource, Translation};
 use tracebridge::trust::Peer;
 
 const NOW: u64 = 0x6b063027;
@@ -78,7 +78,7 @@ fn run(config: &str, request: &[(&str, &str)], random: &mut dyn RandomSource) ->
         random,
         peer: &mut Loopback,
         budget: &mut Unlimited,
-        unix_seconds: NOW,
+        clock: &mut FixedClock(NOW),
     };
     translate(&config, &headers, &mut host).expect("random bytes are available")
 }

@@ -17,7 +17,7 @@ use tracebridge::config::Config;
 use tracebridge::force;
 use tracebridge::formats::Format;
 use tracebridge::headers::{HeaderEdit, RequestHeaders};
-use tracebridge::translate::{translate, Host, RandomSource, Report};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Report};
 use tracebridge::translate::{ForceOutcome, Reason};
 use tracebridge::trust::Peer;
 
@@ -87,7 +87,7 @@ fn run_as(
         random: &mut Stream::new(),
         peer: &mut caller,
         budget,
-        unix_seconds: now,
+        clock: &mut FixedClock(now),
     };
     let translation = translate(&config, &headers, &mut host).unwrap();
     let mut out: Headers = BTreeMap::new();

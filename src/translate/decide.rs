@@ -129,7 +129,7 @@ fn start_trace(
     requested: Option<Decision>,
     untrusted_restart: bool,
 ) -> Result<Decided, RandomUnavailable> {
-    let (trace_id, span_id) = new_ids(host.random, host.unix_seconds)?;
+    let (trace_id, span_id) = new_ids(host.random, host.clock.unix_seconds())?;
     let mut sampling = match requested {
         Some(decision) => Sampling {
             decision,
@@ -214,7 +214,7 @@ fn root_decision(config: &Config, headers: &RequestHeaders, host: &mut Host, r: 
         let capped = route_threshold.samples(r);
         return not_sampled(if capped { Reason::Capped } else { reason });
     }
-    if !host.budget.admit_sampled_root(host.unix_seconds) {
+    if !host.budget.admit_sampled_root(host.clock.unix_seconds()) {
         return not_sampled(Reason::Capped);
     }
     Sampling {
@@ -242,7 +242,7 @@ fn apply_force(
         Force::Valid if decided.sampling.decision.is_sampled() => {
             return Some(ForceOutcome::Accepted)
         }
-        Force::Valid => host.budget.admit_forced(host.unix_seconds),
+        Force::Valid => host.budget.admit_forced(host.clock.unix_seconds()),
     };
     if !admitted {
         return Some(ForceOutcome::OverLimit);
@@ -269,7 +269,7 @@ mod tests {
     use crate::formats::tracecontext::Tracestate;
     use crate::formats::Format;
     use crate::ids::{SpanId, TraceId};
-    use crate::translate::RandomSource;
+    use crate::translate::{FixedClock, RandomSource};
 
     fn trace(value: u128) -> TraceId {
         TraceId::new(value).unwrap()
@@ -344,7 +344,7 @@ mod tests {
             random: &mut Fixed(first),
             peer: &mut Nobody,
             budget,
-            unix_seconds: NOW,
+            clock: &mut FixedClock(NOW),
         };
         decide(&config, &headers, &mut host, &trust).unwrap()
     }

@@ -36,12 +36,27 @@ pub trait RandomSource {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RandomUnavailable;
 
+/// The wall clock, asked only when a request needs the time (a new trace id's prefix, a force
+/// token's expiry, the rate budget): in the proxy each reading is a host call.
+pub trait Clock {
+    fn unix_seconds(&mut self) -> u64;
+}
+
+/// A clock that always reads the same second (tests, benchmarks).
+pub struct FixedClock(pub u64);
+
+impl Clock for FixedClock {
+    fn unix_seconds(&mut self) -> u64 {
+        self.0
+    }
+}
+
 /// What the translator needs from its surroundings.
 pub struct Host<'h> {
     pub random: &'h mut dyn RandomSource,
     pub peer: &'h mut dyn Peer,
     pub budget: &'h mut dyn Budget,
-    pub unix_seconds: u64,
+    pub clock: &'h mut dyn Clock,
 }
 
 listed_enum! {

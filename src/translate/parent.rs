@@ -177,14 +177,16 @@ pub fn trust(
     let policy_trusts = config.sampling.trust.is_trusted(host.peer);
     let force = config.sampling.force.as_ref().and_then(|force| {
         let token = headers.custom(force.header_index)?;
-        Some(match force::verify(token, &force.keys, host.unix_seconds) {
-            ForceToken::Rejected => Force::Rejected,
-            ForceToken::Valid if policy_trusts || !force.trust_context => Force::Valid,
-            ForceToken::Valid if host.budget.admit_forced(host.unix_seconds) => {
-                Force::TrustedCaller
-            }
-            ForceToken::Valid => Force::OverLimit,
-        })
+        Some(
+            match force::verify(token, &force.keys, host.clock.unix_seconds()) {
+                ForceToken::Rejected => Force::Rejected,
+                ForceToken::Valid if policy_trusts || !force.trust_context => Force::Valid,
+                ForceToken::Valid if host.budget.admit_forced(host.clock.unix_seconds()) => {
+                    Force::TrustedCaller
+                }
+                ForceToken::Valid => Force::OverLimit,
+            },
+        )
     });
     let trusted = policy_trusts || force == Some(Force::TrustedCaller);
     let parent = match (candidate.context, candidate.keepable) {
@@ -226,7 +228,7 @@ mod tests {
     use crate::budget::{Budget, Unlimited};
     use crate::ids::SpanId;
     use crate::sampling::Threshold;
-    use crate::translate::RandomSource;
+    use crate::translate::{FixedClock, RandomSource};
     use crate::trust::Peer;
     use std::net::IpAddr;
 
@@ -420,7 +422,7 @@ mod tests {
             random: &mut NoRandom,
             peer: &mut FixedPeer(caller.into()),
             budget,
-            unix_seconds: 1_800_000_000,
+            clock: &mut FixedClock(1_800_000_000),
         };
         trust(&config, &headers, candidate, &mut host)
     }

@@ -559,6 +559,28 @@ def wasm_filter_configs(cfg: dict) -> list[dict]:
     ]
 
 
+# The filter hands its counters to Envoy on its tick (`metrics.flush_interval_ms`, 1 s by
+# default), so Envoy's stats are up to one interval late. Every Envoy of the suite flushes this
+# often unless a test asks otherwise, and Proxy.counters() waits for a flush before it reads.
+TEST_METRICS_FLUSH_MS = 20
+
+
+def with_metrics_flush(text: str | None, flush_ms: int | None) -> str | None:
+    """The plugin configuration with `metrics.flush_interval_ms` = flush_ms added, unless it
+    sets `metrics` itself or is not a JSON object (then unchanged: an invalid configuration
+    must stay exactly as invalid as the test wrote it)."""
+    if flush_ms is None or text is None:
+        return text
+    try:
+        parsed = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
+    if not isinstance(parsed, dict) or "metrics" in parsed:
+        return text
+    parsed["metrics"] = {"flush_interval_ms": flush_ms}
+    return json.dumps(parsed)
+
+
 def render_config(
     source: Path = DEFAULT_CONFIG,
     *,
@@ -569,6 +591,7 @@ def render_config(
     plugin_config: str | None = None,
     host_env_keys: Sequence[str] | None = None,
     access_log: tuple[Path, str] | None = None,
+    metrics_flush_ms: int | None = None,
 ) -> dict:
     """Load an Envoy config and change only ports, wasm path and plugin config.
 
@@ -577,7 +600,8 @@ def render_config(
     `vm_config.environment_variables.host_env_keys` (what Istio's
     `WasmPlugin.vmConfig.env` renders to: Envoy copies those variables of its own
     environment into the VM); access_log = (path, format) adds a file access log
-    with that text format to every HTTP connection manager.
+    with that text format to every HTTP connection manager. metrics_flush_ms:
+    see with_metrics_flush (applied to the file's configuration too).
     """
     cfg = load_config(source)
     if admin_port is not None:
@@ -600,6 +624,11 @@ def render_config(
             plugin["vm_config"]["code"]["local"]["filename"] = str(wasm_path)
         if plugin_config is not None:
             plugin["configuration"] = {"@type": STRING_VALUE_TYPE, "value": plugin_config}
+        configuration = plugin.get("configuration")
+        if metrics_flush_ms is not None and isinstance(configuration, dict):
+            text = configuration.get("value")
+            if isinstance(text, str):
+                configuration["value"] = with_metrics_flush(text, metrics_flush_ms)
         if host_env_keys is not None:
             plugin["vm_config"]["environment_variables"] = {"host_env_keys": list(host_env_keys)}
     if access_log is not None:
@@ -691,11 +720,14 @@ class Envoy:
         env: dict[str, str | None] | None = None,
         host_env_keys: Sequence[str] | None = None,
         access_log_format: str | None = None,
+        metrics_flush_ms: int | None = TEST_METRICS_FLUSH_MS,
     ):
         """env: changes to Envoy's process environment (None removes a variable).
         host_env_keys: see render_config.
         access_log_format: adds a file access log (workdir/access.log, see
         access_log_lines()) with this format, flushed every 50 ms.
+        metrics_flush_ms: the filter's metrics.flush_interval_ms (None: the
+        configuration's own, by default 1 s); see wait_metrics_flush().
         """
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -705,6 +737,7 @@ class Envoy:
         self.admin_address_path = self.workdir / "admin.address"
         self.concurrency = concurrency
         self.plugin_config = plugin_config
+        self.metrics_flush_s = (metrics_flush_ms if metrics_flush_ms is not None else 1000) / 1000
         self.env = dict(env or {})
         self.access_log_path = self.workdir / "access.log" if access_log_format else None
         cfg = render_config(
@@ -718,6 +751,7 @@ class Envoy:
             access_log=(
                 (self.access_log_path, access_log_format) if access_log_format else None
             ),
+            metrics_flush_ms=metrics_flush_ms,
         )
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.proc: subprocess.Popen | None = None
@@ -878,6 +912,21 @@ class Envoy:
                 return r.status, r.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", "replace")
+
+    def wait_metrics_flush(self, filter_regex: str = "tracebridge") -> dict[str, int]:
+        """The stats once the filter's counts of the requests answered so far reached Envoy:
+        after three flush intervals, and then until two reads one interval apart agree (a busy
+        worker's tick may come late). Returns the last read."""
+        period = self.metrics_flush_s
+        time.sleep(3 * period)
+        last = self.stats(filter_regex)
+        for _ in range(20):
+            time.sleep(period)
+            now = self.stats(filter_regex)
+            if now == last:
+                break
+            last = now
+        return last
 
     def stats(self, filter_regex: str = "tracebridge") -> dict[str, int]:
         """Integer stats from admin /stats?filter=..., by full name."""
@@ -1172,7 +1221,7 @@ class Proxy:
         """The filter's counters, named without Envoy's `wasmcustom.` prefix."""
         return {
             name[len(METRIC_PREFIX) :]: value
-            for name, value in self.envoy.stats("tracebridge").items()
+            for name, value in self.envoy.wait_metrics_flush("tracebridge").items()
             if name.startswith(METRIC_PREFIX + "tracebridge.")
         }
 

@@ -32,7 +32,13 @@ def capped(tmp_path, upstream, wasm, envoy_cmd):
     envoy = Envoy(
         tmp_path / "capped",
         upstream_port=upstream.port,
-        plugin_config=json.dumps({"sampling": {"probability": 1, "max_sampled_per_second": CAP}}),
+        plugin_config=json.dumps(
+            {
+                "sampling": {"probability": 1, "max_sampled_per_second": CAP},
+                # The access log below shows the reason.
+                "filter_state": {"sampling_reason": True},
+            }
+        ),
         concurrency=2,
         access_log_format=REASON_LOG,
     )

@@ -44,7 +44,9 @@ CONFIG = {
         "trusted_sources": {"cidrs": ["127.0.0.2/32"]},
         "rules": [{"match": {"path_prefix": "/checkout"}, "probability": 1}],
         "force": FORCE,
-    }
+    },
+    # The access log below shows the reason.
+    "filter_state": {"sampling_reason": True},
 }
 REASON_KEY = "wasm.tracebridge.sampling_reason"
 ACCESS_LOG = (

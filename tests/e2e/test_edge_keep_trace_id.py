@@ -60,6 +60,8 @@ EDGE_CONFIG = {
             "max_per_second": MAX_FORCED_PER_SECOND,
         },
     },
+    # The edge's access log shows the reason.
+    "filter_state": {"sampling_reason": True},
 }
 MESH_CONFIG = {
     "extract": ["xray", "tracecontext", "b3", "b3multi", "cloudtrace"],

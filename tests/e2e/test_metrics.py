@@ -1,6 +1,10 @@
 """The filter's counters, as Envoy's admin interface shows them."""
 
+import json
+import time
+
 import pytest
+from harness import METRIC_PREFIX, Proxy
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -133,11 +137,11 @@ def test_stats_and_prometheus_names(proxy):
         ("x-b3-spanid", "e457b5a2e4d86bd1"),
         ("x-b3-sampled", "1"),
     ]
-    before = proxy.envoy.stats()
+    before = proxy.envoy.wait_metrics_flush()
     before_prom = proxy.envoy.prometheus()
     for _ in range(3):
         proxy.send(headers)
-    after = proxy.envoy.stats()
+    after = proxy.envoy.wait_metrics_flush()
     after_prom = proxy.envoy.prometheus()
     name = "wasmcustom.tracebridge.extracted.b3multi"
     assert name in after, sorted(after)
@@ -166,3 +170,54 @@ def test_every_counter_is_exported(proxy):
         }
     )
     assert expected <= names, sorted(expected - names)
+
+
+def test_counts_reach_envoy_on_the_default_flush_interval(start_envoy):
+    """Without `metrics`, a request's counts reach Envoy on the filter's tick (1 s, README
+    "Metrics"): not at once, but within a few seconds."""
+    envoy = start_envoy(None, metrics_flush_ms=None, concurrency=1)
+    envoy.start()
+    name = METRIC_PREFIX + "tracebridge.extracted.tracecontext"
+    proxy = Proxy(envoy)
+    try:
+        proxy.send([("traceparent", TP)])
+        proxy.send([("traceparent", TP)])
+        deadline = time.monotonic() + 10
+        seen = envoy.stats().get(name, 0)
+        while seen < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = envoy.stats().get(name, 0)
+        assert seen == 2, envoy.stats()
+    finally:
+        proxy.close()
+
+
+REASON_LOG = "%REQ(:PATH)% %FILTER_STATE(wasm.tracebridge.sampling_reason:PLAIN)%\n"
+
+
+@pytest.mark.parametrize(
+    "config, logged",
+    [
+        # Not configured: no set_property, so the access log has nothing to show.
+        (None, "-"),
+        ({"filter_state": {"sampling_reason": True}}, "parent"),
+    ],
+    ids=["default-off", "configured"],
+)
+def test_sampling_reason_in_filter_state_only_when_configured(start_envoy, config, logged):
+    envoy = start_envoy(config, access_log_format=REASON_LOG)
+    envoy.start()
+    proxy = Proxy(envoy)
+    path = f"/reason/{time.time_ns()}"
+    try:
+        proxy.send([("traceparent", TP)], path=path)
+    finally:
+        proxy.close()
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = [line for line in envoy.access_log_lines() if line.startswith(path + " ")]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert [line.split(" ", 1)[1] for line in lines] == [logged], (json.dumps(config), lines)

@@ -11,12 +11,13 @@
 //! The instructions of one request are the difference between two runs of different iteration
 //! counts divided by the difference in iterations (start-up and configuration parsing cancel
 //! out). `hot_path list` prints every configuration and request name.
+//! `make callgrind` (benches/callgrind.py) does this for every case and prints the table.
 
 use std::hint::black_box;
 use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::headers::RequestHeaders;
-use tracebridge::translate::{translate, Host, RandomSource};
+use tracebridge::translate::{translate, FixedClock, Host, RandomSource};
 use tracebridge::trust::Peer;
 
 type Request = &'static [(&'static str, &'static str)];
@@ -128,10 +129,7 @@ const REQUESTS: &[(&str, Request)] = &[
 
 const CONFIGS: &[(&str, &str)] = &[
     ("default", "{}"),
-    (
-        "widest",
-        include_str!("../benches/envoy/tracebridge-widest.json"),
-    ),
+    ("widest", include_str!("envoy/tracebridge-widest.json")),
     (
         "four",
         r#"{"extract": ["tracecontext", "b3", "b3multi", "xray"],
@@ -214,7 +212,7 @@ fn main() {
             random: &mut random,
             peer: &mut Loopback,
             budget: &mut Unlimited,
-            unix_seconds: 0x6b06_3027,
+            clock: &mut FixedClock(0x6b06_3027),
         };
         if let Ok(translation) = translate(&config, &headers, &mut host) {
             edits = edits.wrapping_add(black_box(translation).edits.len());
