@@ -95,7 +95,15 @@ fn parse(value: &[u8]) -> Option<Parsed> {
     }
     let (mut root, mut parent, mut sampled) = (None, None, None);
     let mut extra_fields = false;
-    for field in fields(value) {
+    // No empty field (a trailing `;`) and no space around one: part of the canonical form,
+    // seen in the same pass.
+    let mut tidy = true;
+    for raw in value.split(|&b| b == b';') {
+        let field = trim_ows(raw);
+        tidy &= !field.is_empty() && field.len() == raw.len();
+        if field.is_empty() {
+            continue;
+        }
         let (key, field_value) = split_field(field)?;
         let slot = match key {
             b"Root" => &mut root,
@@ -133,13 +141,11 @@ fn parse(value: &[u8]) -> Option<Parsed> {
     };
     // Left byte for byte only in the form readers take: lower-case ids, and no empty field or
     // space around one (OpenTelemetry Python's reader rejects a trailing `;`).
-    let canonical = !root
-        .iter()
-        .chain(parent.unwrap_or_default())
-        .any(u8::is_ascii_uppercase)
-        && value
-            .split(|&b| b == b';')
-            .all(|field| !field.is_empty() && trim_ows(field) == field);
+    let canonical = tidy
+        && !root
+            .iter()
+            .chain(parent.unwrap_or_default())
+            .any(u8::is_ascii_uppercase);
     Some(Parsed {
         context: IncomingContext {
             trace_id,
