@@ -436,12 +436,15 @@ callgrind:
 # its own; FUZZ_SANITIZER=address for ASan), always with debug assertions and overflow
 # checks. cargo-fuzz $(CARGO_FUZZ_VERSION) is installed with cargo install when missing.
 # fuzz-smoke: FUZZ_SMOKE_RUNS inputs per target from the seeds, -seed=1, a fresh corpus.
+# FUZZ_KEEP_GOING=1: libFuzzer's fork mode (-fork=1 -ignore_crashes=1), so that a target
+# goes on after a crash (each one saved in fuzz/artifacts/) and the table counts them.
 # ---------------------------------------------------------------------------
 CARGO_FUZZ_VERSION := 0.13.1
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 1
 FUZZ_SMOKE_RUNS ?= 20000
 FUZZ_SANITIZER ?= none
+FUZZ_KEEP_GOING ?=
 FUZZ_TARGETS := extract_tracecontext extract_b3 extract_b3multi extract_xray extract_cloudtrace \
   extract_jaeger extract_datadog extract_grpctracebin header_map tracestate baggage config force translate
 # Targets whose inputs are whole header sets: long enough to reach baggage's limits.
@@ -464,11 +467,12 @@ fuzz_tools() {
 # fuzz_run TARGET LOG CORPUS LIBFUZZER-ARGS...: one target, its seeds read as well.
 fuzz_run() {
   local target=$$1 log=$$2 corpus=$$3; shift 3
-  local max_len=()
+  local max_len=() keep_going=()
   if [[ " $(FUZZ_LONG_INPUTS) " == *" $$target "* ]]; then max_len=(-max_len=20000); fi
+  if [ -n "$(FUZZ_KEEP_GOING)" ]; then keep_going=(-fork=1 -ignore_crashes=1); fi
   mkdir -p "$$corpus" fuzz/artifacts/$$target
   cargo +nightly fuzz run --sanitizer $(FUZZ_SANITIZER) $$target "$$corpus" fuzz/seeds/$$target -- \
-    -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$target/ "$${max_len[@]}" "$$@" >"$$log" 2>&1
+    -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$target/ "$${max_len[@]}" "$${keep_going[@]}" "$$@" >"$$log" 2>&1
 }
 # fuzz_all CORPUS-ROOT JOBS LIBFUZZER-ARGS...: every target, JOBS at a time, then the table.
 fuzz_all() {
@@ -483,13 +487,19 @@ fuzz_all() {
   printf '%-22s %14s %10s  %s\n' target executions exec/s result
   for target in $(FUZZ_TARGETS); do
     status=$$(cat $$logs/$$target.status)
-    printf '%-22s %14s %10s  %s\n' $$target \
-      "$$(sed -n 's/^stat::number_of_executed_units: *//p' $$logs/$$target.log | tail -n 1)" \
-      "$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$logs/$$target.log | tail -n 1)" \
-      "$$status"
+    execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$logs/$$target.log | tail -n 1)
+    rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$logs/$$target.log | tail -n 1)
+    if [ -z "$$execs" ]; then
+      # Fork mode: its progress lines say "#<executions>: ... exec/s: <rate> ... crash: <n>".
+      execs=$$(grep -a -o '^#[0-9]*: cov' $$logs/$$target.log | tail -n 1 | tr -dc 0-9)
+      rate=$$(grep -a -o 'exec/s: [0-9]*' $$logs/$$target.log | tail -n 1 | tr -dc 0-9)
+      crashes=$$(grep -a -o 'oom/timeout/crash: [0-9/]*' $$logs/$$target.log | tail -n 1 | sed 's/.*: //')
+      if [ -n "$$crashes" ] && [ "$${crashes##*/}" != 0 ]; then status="CRASH (oom/timeout/crash $$crashes)"; fi
+    fi
+    printf '%-22s %14s %10s  %s\n' $$target "$$execs" "$$rate" "$$status"
     if [ "$$status" != ok ]; then
       failed=1
-      grep -m 3 -E "panicked at|cost guard|^thread|SUMMARY" $$logs/$$target.log | sed 's/^/    /' || true
+      grep -a -m 3 -E "panicked at|cost guard|SUMMARY" -A1 $$logs/$$target.log | cut -c1-300 | sed 's/^/    /' || true
       grep -m 1 -o "Test unit written to .*" $$logs/$$target.log | sed 's/^/    /' || true
       echo "    log: $$logs/$$target.log"
     fi

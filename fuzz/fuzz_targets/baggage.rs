@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let pairs = header_lines(data);
     let headers = view(&pairs);
     let mut report = BaggageReport::default();
-    let entries = cost_guard(data.len(), CostBound::DEFAULT, || {
+    let entries = cost_guard(data.len(), CostBound::BAGGAGE, || {
         extract(&headers, &mut report)
     });
     assert!(entries.len() <= MAX_ENTRIES, "{} entries", entries.len());

@@ -80,7 +80,21 @@ impl CostBound {
         bytes_per_byte: 64,
         bytes_base: 256 * 1024,
     };
+
+    /// For reading baggage alone (no output written): the entries of one request, each copied
+    /// once into its key, value and properties. Tighter than [`CostBound::DEFAULT`] because
+    /// W3C's limits (180 entries, 8,192 bytes) bound what a reader needs to keep.
+    pub const BAGGAGE: CostBound = CostBound {
+        allocations_per_byte: 2,
+        allocations_base: 1_000,
+        bytes_per_byte: 24,
+        bytes_base: 64 * 1024,
+    };
 }
+
+/// `TRACEBRIDGE_FUZZ_COST=1` prints every input's cost (to see how far below the bound the
+/// seeds and a corpus are: `cargo fuzz run <target> <dir> -- -runs=0`).
+static REPORT_COST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// Runs `work` and panics when it allocated more than `bound` allows for `input_len` bytes.
 pub fn cost_guard<R>(input_len: usize, bound: CostBound, work: impl FnOnce() -> R) -> R {
@@ -90,6 +104,9 @@ pub fn cost_guard<R>(input_len: usize, bound: CostBound, work: impl FnOnce() -> 
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
     let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes;
     let len = input_len as u64;
+    if *REPORT_COST.get_or_init(|| std::env::var_os("TRACEBRIDGE_FUZZ_COST").is_some()) {
+        eprintln!("cost: {len} bytes, {allocations} allocations, {bytes} bytes allocated");
+    }
     let max_allocations = bound.allocations_per_byte * len + bound.allocations_base;
     let max_bytes = bound.bytes_per_byte * len + bound.bytes_base;
     assert!(
