@@ -436,8 +436,11 @@ callgrind:
 # its own; FUZZ_SANITIZER=address for ASan), always with debug assertions and overflow
 # checks. cargo-fuzz $(CARGO_FUZZ_VERSION) is installed with cargo install when missing.
 # fuzz-smoke: FUZZ_SMOKE_RUNS inputs per target from the seeds, -seed=1, a fresh corpus.
-# FUZZ_KEEP_GOING=1: libFuzzer's fork mode (-fork=1 -ignore_crashes=1), so that a target
-# goes on after a crash (each one saved in fuzz/artifacts/) and the table counts them.
+# FUZZ_SECONDS_<target>=N: that target's time instead (slow targets need longer for as
+# many executions). FUZZ_TARGETS=... runs some of them, in that order.
+# FUZZ_KEEP_GOING=1 (or a list of targets): libFuzzer's fork mode (-fork=1
+# -ignore_crashes=1), so that a target goes on after a crash (each one saved in
+# fuzz/artifacts/) and the table counts them; seeds that crash are skipped in that mode.
 # ---------------------------------------------------------------------------
 CARGO_FUZZ_VERSION := 0.13.1
 FUZZ_SECONDS ?= 60
@@ -469,18 +472,23 @@ fuzz_run() {
   local target=$$1 log=$$2 corpus=$$3; shift 3
   local max_len=() keep_going=()
   if [[ " $(FUZZ_LONG_INPUTS) " == *" $$target "* ]]; then max_len=(-max_len=20000); fi
-  if [ -n "$(FUZZ_KEEP_GOING)" ]; then keep_going=(-fork=1 -ignore_crashes=1); fi
+  if [ "$(FUZZ_KEEP_GOING)" = 1 ] || [[ " $(FUZZ_KEEP_GOING) " == *" $$target "* ]]; then
+    keep_going=(-fork=1 -ignore_crashes=1)
+  fi
   mkdir -p "$$corpus" fuzz/artifacts/$$target
   cargo +nightly fuzz run --sanitizer $(FUZZ_SANITIZER) $$target "$$corpus" fuzz/seeds/$$target -- \
     -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$target/ "$${max_len[@]}" "$${keep_going[@]}" "$$@" >"$$log" 2>&1
 }
 # fuzz_all CORPUS-ROOT JOBS LIBFUZZER-ARGS...: every target, JOBS at a time, then the table.
+# A LIBFUZZER-ARG of @SECONDS@ becomes -max_total_time=<the target's FUZZ_SECONDS>.
 fuzz_all() {
   local root=$$1 jobs=$$2; shift 2
-  local logs=fuzz/target/logs target failed=0 status
-  rm -rf $$logs; mkdir -p $$logs
-  for target in $(FUZZ_TARGETS); do
-    ( if fuzz_run $$target $$logs/$$target.log "$$root/$$target" "$$@"; then echo ok; else echo CRASH; fi >$$logs/$$target.status ) &
+  local logs=fuzz/target/logs target failed=0 status plan seconds
+  mkdir -p $$logs
+  for plan in $(foreach t,$(FUZZ_TARGETS),$(t):$(or $(FUZZ_SECONDS_$(t)),$(FUZZ_SECONDS))); do
+    target=$${plan%%:*}; seconds=$${plan##*:}
+    rm -f $$logs/$$target.log $$logs/$$target.status
+    ( if fuzz_run $$target $$logs/$$target.log "$$root/$$target" "$${@/#@SECONDS@/-max_total_time=$$seconds}"; then echo ok; else echo CRASH; fi >$$logs/$$target.status ) &
     while [ "$$(jobs -rp | wc -l)" -ge "$$jobs" ]; do wait -n || true; done
   done
   wait
@@ -511,8 +519,8 @@ endef
 fuzz:
 	@$(FUZZ_SH)
 	fuzz_tools
-	echo "==> fuzz: $(words $(FUZZ_TARGETS)) targets, $(FUZZ_SECONDS) s each, $(FUZZ_JOBS) at a time"
-	fuzz_all fuzz/corpus $(FUZZ_JOBS) -max_total_time=$(FUZZ_SECONDS)
+	echo "==> fuzz: $(words $(FUZZ_TARGETS)) targets, $(FUZZ_SECONDS) s each (unless FUZZ_SECONDS_<target>), $(FUZZ_JOBS) at a time"
+	fuzz_all fuzz/corpus $(FUZZ_JOBS) @SECONDS@
 
 fuzz-smoke:
 	@$(FUZZ_SH)
