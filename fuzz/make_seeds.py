@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes fuzz/seeds/<target>/ from the case tables: every ("header", "value") pair the native
-tests and the e2e tests send (tests/*.rs, src/ unit tests, tests/e2e/*.py), grouped by target.
-Run from the repository root after changing the tables; the output is committed (small)."""
-import hashlib, os, re, shutil, sys
+tests and the e2e tests send (tests/*.rs, src/ unit tests, tests/e2e/*.py), grouped by target,
+the configurations of the tests, benchmarks and examples, and a few serialised header maps.
+Run it after changing the tables; the output is committed (small). Files named `issue-*` are
+reproducers written by hand and are kept."""
+import hashlib, os, re, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fuzz", "seeds")
@@ -48,9 +50,13 @@ def pairs():
 
 
 def write(target, seeds):
+    """Replaces the generated seeds of `target` (named by hash); hand-written reproducers
+    (named `issue-*`) stay."""
     folder = os.path.join(OUT, target)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
+    for old in os.listdir(folder):
+        if not old.startswith("issue-"):
+            os.remove(os.path.join(folder, old))
     for seed in sorted(set(seeds))[:MAX_PER_TARGET]:
         name = hashlib.sha1(seed).hexdigest()[:16]
         with open(os.path.join(folder, name), "wb") as f:
