@@ -83,6 +83,13 @@ def main():
     baggage = [(n, v) for n, v in found if n == "baggage" or n.startswith(("uberctx-", "ot-baggage-"))]
     write("baggage", [f"{n}: {v}".encode() for n, v in baggage]
           + [("\n".join(f"{n}: {v}" for n, v in baggage)).encode()])
+    # Issue 10, defect 4 (quadratic baggage), in the two shapes the issue measured: 256
+    # `uberctx-*` headers of 200 bytes, and a 16 KB `baggage` of about 2,500 distinct keys.
+    folder = os.path.join(OUT, "baggage")
+    with open(os.path.join(folder, "issue-10-defect-4-prefixed-256x200"), "wb") as f:
+        f.write(b"\n".join(b"uberctx-k%03d: " % i + b"v" * 186 for i in range(256)))
+    with open(os.path.join(folder, "issue-10-defect-4-w3c-2500-keys"), "wb") as f:
+        f.write(b"baggage: " + b",".join(b"k%d=1" % i for i in range(2500))[:16000])
     trace_headers = {h for hs in FORMATS.values() for h in hs}
     requests = [f"{n}: {v}".encode() for n, v in found if n in trace_headers]
     # Selector lines: every format injected with the default trust; all formats plus baggage,
