@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tracebridge::baggage::{
-    encode_w3c, extract, inject, parse_w3c, BaggageReport, Spelling, MAX_BYTES, MAX_ENTRIES,
+    encode_w3c, extract, inject, parse_w3c, BaggageConfig, BaggageReport, Spelling, MAX_BYTES,
+    MAX_ENTRIES,
 };
 use tracebridge_fuzz::{apply, cost_guard, header_lines, lossy, view, CostBound};
 
@@ -33,9 +34,16 @@ fuzz_target!(|data: &[u8]| {
             "W3C encoding {encoded:?}"
         );
     }
+    // Every spelling, with the default bounds on the key-in-the-name headers.
+    let config = BaggageConfig {
+        extract: true,
+        inject: true,
+        spellings: Spelling::ALL.to_vec(),
+        ..BaggageConfig::default()
+    };
     let mut edits = Vec::new();
     cost_guard(data.len(), CostBound::DEFAULT, || {
-        inject(&entries, &Spelling::ALL, &headers, &mut edits)
+        inject(&entries, &config, &headers, &mut edits)
     });
     let out = apply(&pairs, &edits);
     let mut again = BaggageReport::default();

@@ -334,7 +334,7 @@ pub fn translate_and_check(
         random: &mut Xorshift(seed | 1),
         peer: &mut Caller(principal),
         budget: &mut budget,
-        unix_seconds: NOW,
+        clock: &mut tracebridge::translate::FixedClock(NOW),
     };
     let Ok(translation) = translate(config, &headers, &mut host) else {
         panic!("translate failed with randomness available");
