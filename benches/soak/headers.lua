@@ -56,8 +56,9 @@ local function tracestate()
   return table.concat(members, ",")
 end
 
--- At most 30 entries: written in three spellings (widest configuration), 60 entries make
--- more than the 100 request headers an Envoy upstream accepts by default (it answers 431).
+-- At most 30 entries: even written in all three spellings without the filter's bound on the
+-- key-in-the-name headers (baggage.max_headers), that stays under the 100 request headers an
+-- Envoy upstream accepts by default (over it, it answers 431).
 local function baggage()
   local entries = {}
   for i = 1, math.random(0, 30) do
