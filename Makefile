@@ -16,6 +16,9 @@
 #                the per-phase breakdown inside the proxy and each performance target met or missed
 #   make callgrind  instructions per request of the native hot path (valgrind; see README)
 #   make lint    cargo fmt --check and cargo clippy -D warnings
+#   make fuzz    every fuzz target (fuzz/) for FUZZ_SECONDS (60) each, FUZZ_JOBS (1) at a time
+#   make fuzz-smoke  every fuzz target for FUZZ_SMOKE_RUNS inputs with a fixed seed (part of make test)
+#   make soak    SOAK_SECONDS (600) of saturating load with changing headers, ECDS flips, memory watch
 #   make clean   remove build output, .venv/ and every .venv-envoy-*/
 #
 # Envoy binary used by e2e/demo/run: $ENVOY_BIN if set, else the venv's envoy
@@ -54,7 +57,7 @@ export LISTENER_PORT ?= 10000
 export ADMIN_PORT ?= 9901
 export UPSTREAM_PORT ?= 8080
 
-.PHONY: help toolchain build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench callgrind
+.PHONY: help toolchain build envoy unit e2e test demo demo-multicloud run lint clean istio-check image image-check bench callgrind fuzz fuzz-smoke soak
 
 help:
 	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
@@ -307,7 +310,7 @@ e2e: build envoy
 	echo "==> e2e: pytest tests/e2e"
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
-test: unit e2e istio-check image-check
+test: unit e2e istio-check image-check fuzz-smoke
 
 # ---------------------------------------------------------------------------
 # Istio resources (envoy/istio/) and the OCI image Istio pulls.
@@ -424,6 +427,124 @@ callgrind:
 	echo "==> callgrind: cargo build --release --example hot_path"
 	cargo build --release --example hot_path
 	python3 benches/callgrind.py target/release/examples/hot_path $(CALLGRIND_ARGS)
+
+# ---------------------------------------------------------------------------
+# fuzz: libFuzzer through cargo-fuzz on rustup's nightly (fuzz/, a workspace of its
+# own; README "Fuzzing and soak"). Each target's new inputs go to fuzz/corpus/<target>/,
+# crashes to fuzz/artifacts/<target>/ (both git-ignored); fuzz/seeds/<target>/ is the
+# committed start. Built without a sanitizer by default (the crate has no unsafe code of
+# its own; FUZZ_SANITIZER=address for ASan), always with debug assertions and overflow
+# checks. cargo-fuzz $(CARGO_FUZZ_VERSION) is installed with cargo install when missing.
+# fuzz-smoke: FUZZ_SMOKE_RUNS inputs per target from the seeds, -seed=1, a fresh corpus.
+# FUZZ_SECONDS_<target>=N: that target's time instead (slow targets need longer for as
+# many executions). FUZZ_TARGETS=... runs some of them, in that order.
+# FUZZ_KEEP_GOING=1 (or a list of targets): libFuzzer's fork mode (-fork=1
+# -ignore_crashes=1), so that a target goes on after a crash (each one saved in
+# fuzz/artifacts/) and the table counts them; seeds that crash are skipped in that mode.
+# ---------------------------------------------------------------------------
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+FUZZ_SMOKE_RUNS ?= 20000
+FUZZ_SANITIZER ?= none
+FUZZ_KEEP_GOING ?=
+FUZZ_TARGETS := extract_tracecontext extract_b3 extract_b3multi extract_xray extract_cloudtrace \
+  extract_jaeger extract_datadog extract_grpctracebin header_map tracestate baggage config force translate
+# Targets whose inputs are whole header sets: long enough to reach baggage's limits (and
+# the 51 KB reproducer of issue 10's quadratic baggage, which a shorter limit truncates).
+FUZZ_LONG_INPUTS := baggage translate config
+
+define FUZZ_SH
+fuzz_tools() {
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "error: make fuzz needs rustup's nightly toolchain (cargo +nightly failed): rustup toolchain install nightly" >&2
+    return 1
+  fi
+  if [ "$$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then
+    echo "==> fuzz: installing cargo-fuzz $(CARGO_FUZZ_VERSION) (cargo install --locked)"
+    cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+  fi
+  echo "==> fuzz: $$(cargo fuzz --version) on $$(cargo +nightly --version)"
+  echo "==> fuzz: cargo +nightly fuzz build --sanitizer $(FUZZ_SANITIZER)"
+  cargo +nightly fuzz build --sanitizer $(FUZZ_SANITIZER)
+}
+# fuzz_run TARGET LOG CORPUS LIBFUZZER-ARGS...: one target, its seeds read as well.
+fuzz_run() {
+  local target=$$1 log=$$2 corpus=$$3; shift 3
+  local max_len=() keep_going=()
+  if [[ " $(FUZZ_LONG_INPUTS) " == *" $$target "* ]]; then max_len=(-max_len=65536); fi
+  if [ "$(FUZZ_KEEP_GOING)" = 1 ] || [[ " $(FUZZ_KEEP_GOING) " == *" $$target "* ]]; then
+    keep_going=(-fork=1 -ignore_crashes=1)
+  fi
+  mkdir -p "$$corpus" fuzz/artifacts/$$target
+  cargo +nightly fuzz run --sanitizer $(FUZZ_SANITIZER) $$target "$$corpus" fuzz/seeds/$$target -- \
+    -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$target/ "$${max_len[@]}" "$${keep_going[@]}" "$$@" >"$$log" 2>&1
+}
+# fuzz_all CORPUS-ROOT JOBS LIBFUZZER-ARGS...: every target, JOBS at a time, then the table.
+# A LIBFUZZER-ARG of @SECONDS@ becomes -max_total_time=<the target's FUZZ_SECONDS>.
+fuzz_all() {
+  local root=$$1 jobs=$$2; shift 2
+  local logs=fuzz/target/logs target failed=0 status plan seconds
+  mkdir -p $$logs
+  for plan in $(foreach t,$(FUZZ_TARGETS),$(t):$(or $(FUZZ_SECONDS_$(t)),$(FUZZ_SECONDS))); do
+    target=$${plan%%:*}; seconds=$${plan##*:}
+    rm -f $$logs/$$target.log $$logs/$$target.status
+    ( if fuzz_run $$target $$logs/$$target.log "$$root/$$target" "$${@/#@SECONDS@/-max_total_time=$$seconds}"; then echo ok; else echo CRASH; fi >$$logs/$$target.status ) &
+    while [ "$$(jobs -rp | wc -l)" -ge "$$jobs" ]; do wait -n || true; done
+  done
+  wait
+  printf '%-22s %14s %10s  %s\n' target executions exec/s result
+  for target in $(FUZZ_TARGETS); do
+    status=$$(cat $$logs/$$target.status)
+    execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$logs/$$target.log | tail -n 1)
+    rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$logs/$$target.log | tail -n 1)
+    if [ -z "$$execs" ]; then
+      # Fork mode: its progress lines say "#<executions>: ... exec/s: <rate> ... crash: <n>".
+      execs=$$(grep -a -o '^#[0-9]*: cov' $$logs/$$target.log | tail -n 1 | tr -dc 0-9)
+      rate=$$(grep -a -o 'exec/s: [0-9]*' $$logs/$$target.log | tail -n 1 | tr -dc 0-9)
+      crashes=$$(grep -a -o 'oom/timeout/crash: [0-9/]*' $$logs/$$target.log | tail -n 1 | sed 's/.*: //')
+      if [ -n "$$crashes" ] && [ "$${crashes##*/}" != 0 ]; then status="CRASH (oom/timeout/crash $$crashes)"; fi
+    fi
+    printf '%-22s %14s %10s  %s\n' $$target "$$execs" "$$rate" "$$status"
+    if [ "$$status" != ok ]; then
+      failed=1
+      grep -a -m 3 -E "panicked at|cost guard|SUMMARY" -A1 $$logs/$$target.log | cut -c1-300 | sed 's/^/    /' || true
+      grep -m 1 -o "Test unit written to .*" $$logs/$$target.log | sed 's/^/    /' || true
+      echo "    log: $$logs/$$target.log"
+    fi
+  done
+  return $$failed
+}
+endef
+
+fuzz:
+	@$(FUZZ_SH)
+	fuzz_tools
+	echo "==> fuzz: $(words $(FUZZ_TARGETS)) targets, $(FUZZ_SECONDS) s each (unless FUZZ_SECONDS_<target>), $(FUZZ_JOBS) at a time"
+	fuzz_all fuzz/corpus $(FUZZ_JOBS) @SECONDS@
+
+fuzz-smoke:
+	@$(FUZZ_SH)
+	fuzz_tools
+	echo "==> fuzz-smoke: $(words $(FUZZ_TARGETS)) targets, $(FUZZ_SMOKE_RUNS) runs each, -seed=1"
+	rm -rf fuzz/target/smoke-corpus
+	fuzz_all fuzz/target/smoke-corpus 2 -runs=$(FUZZ_SMOKE_RUNS) -seed=1
+
+# ---------------------------------------------------------------------------
+# soak: benches/soak.py, the widest configuration under saturating wrk load with
+# ever-changing valid and broken trace headers, the configuration flipped good, bad,
+# good over ECDS; prints Envoy's memory every ~10 s and fails on growth, failed
+# requests or a bad configuration that was not rejected. SOAK_SECONDS (600).
+# ---------------------------------------------------------------------------
+SOAK_SECONDS ?= 600
+
+soak: build envoy
+	@if ! command -v wrk >/dev/null 2>&1; then
+	  echo "error: make soak needs wrk (Debian/Ubuntu: apt-get install wrk)" >&2
+	  exit 1
+	fi
+	echo "==> soak: $(PYTHON) benches/soak.py --seconds $(SOAK_SECONDS)"
+	$(PYTHON) benches/soak.py --seconds $(SOAK_SECONDS)
 
 # ---------------------------------------------------------------------------
 # try it by hand
