@@ -179,12 +179,17 @@ fn ot_with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> String {
     };
     let pairs: Vec<(&[u8], &[u8])> = pairs.filter(|(key, _)| *key != b"th").collect();
     // What `rv` takes when it comes later (with its `;`): kept free for it.
+    // Only a valid `rv` (14 lower-case hex digits) is sure to fit beside `th`; an invalid one is
+    // kept like any other sub-key, while it fits.
+    let is_valid_rv = |key: &[u8], value: &[u8]| {
+        key == b"rv" && parse_hex_exact(value, 14, HexCase::Lower).is_some()
+    };
     let mut reserved = pairs
         .iter()
-        .find(|(key, _)| *key == b"rv")
+        .find(|(key, value)| is_valid_rv(key, value))
         .map_or(0, |(key, value)| pair_len(key, value).saturating_add(1));
     for (key, value) in pairs {
-        let is_rv = key == b"rv";
+        let is_rv = is_valid_rv(key, value);
         let needed = pair_len(key, value).saturating_add(usize::from(!ot.is_empty()));
         let reserve = if is_rv { 0 } else { reserved };
         if !is_rv && ot.len().saturating_add(needed).saturating_add(reserve) > MAX_OT_VALUE_LEN {
@@ -335,6 +340,15 @@ mod tests {
             with_threshold(&[line.as_bytes()], th("0")).as_deref(),
             Some("ot=th:0")
         );
+        // Found by `make fuzz` (target tracestate): an `rv` that is not 14 hex digits is no
+        // randomness (OpenTelemetry: "rv" is exactly 14 lower-case hex digits) and gets no room
+        // kept for it; kept unconditionally, it took the value over 256 and the `th` just
+        // written was lost with the whole entry.
+        let bad_rv = format!("ot=rv:0ffffffff0.fA{}", "_".repeat(240));
+        assert_eq!(bad_rv.len(), 3 + MAX_OT_VALUE_LEN);
+        let got = with_threshold(&[bad_rv.as_bytes()], th("6f743d72763a3")).unwrap();
+        assert_eq!(got, "ot=th:6f743d72763a3");
+        assert_eq!(read(&[got.as_bytes()]).th, th("6f743d72763a3"));
         // `rv` is kept whatever else must go; short unknown keys stay while they fit.
         let long = format!("ot=x:1;a:{};rv:9b8233f7e3a151;y:2", "b".repeat(225));
         let got = with_threshold(&[long.as_bytes()], th("fd70a")).unwrap();
