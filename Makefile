@@ -460,6 +460,18 @@ fuzz_tools() {
     echo "error: make fuzz needs rustup's nightly toolchain (cargo +nightly failed): rustup toolchain install nightly" >&2
     return 1
   fi
+  # libFuzzer itself is C++, compiled by libfuzzer-sys's build script.
+  if ! command -v c++ >/dev/null 2>&1; then
+    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> fuzz: no C++ compiler (libFuzzer needs one): installing Debian's g++"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update
+      apt-get install -y --no-install-recommends g++
+    else
+      echo "error: make fuzz needs a C++ compiler for libFuzzer (Debian/Ubuntu: apt-get install g++)" >&2
+      return 1
+    fi
+  fi
   if [ "$$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then
     echo "==> fuzz: installing cargo-fuzz $(CARGO_FUZZ_VERSION) (cargo install --locked)"
     cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
