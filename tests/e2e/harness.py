@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer as _StdThreadingHTTPServer
 from pathlib import Path
@@ -1198,6 +1199,43 @@ SPEC_COUNTERS = (
     "tracebridge.span_generated",
     "tracebridge.decision.",
 )
+
+
+def send_in_parallel(port: int, requests: list, one, threads: int = 8) -> list:
+    """Sends `requests` to 127.0.0.1:`port` over `threads` keep-alive connections, each with
+    `one(client, headers)`; the results in request order."""
+    local = threading.local()
+    clients: list[Client] = []
+    lock = threading.Lock()
+
+    def run(headers):
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = Client("127.0.0.1", port)
+            with lock:
+                clients.append(client)
+        return one(client, headers)
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, requests))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def through_tap(
+    port: int, requests: list, threads: int = 8
+) -> list[tuple["Received", "Received"]]:
+    """Sends `requests` in parallel to a proxy whose upstream path runs through a `Tap`: for each,
+    (what the hop after the proxy received, what the upstream received)."""
+
+    def one(client: Client, headers):
+        status, body = client.request_raw(headers)
+        assert status == 200, (status, body[:300])
+        return Tap.parse(body)
+
+    return send_in_parallel(port, requests, one, threads)
 
 
 class Proxy:

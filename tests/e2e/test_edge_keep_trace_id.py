@@ -28,15 +28,13 @@ import json
 import math
 import random
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import expect
-from harness import Client, Envoy, HarnessError, Proxy, Received, Tap
+from harness import Client, Envoy, HarnessError, Proxy, Received, Tap, send_in_parallel, through_tap
 
 ALL_COUNTERS = ("tracebridge.",)
 THREADS = 8
@@ -118,42 +116,16 @@ def chain(tmp_path_factory, upstream, wasm, envoy_cmd):
     made.stop()
 
 
-def _parallel(port: int, requests: list, one) -> list:
-    """Send requests over THREADS keep-alive connections; results in request order."""
-    local = threading.local()
-    clients: list[Client] = []
-    lock = threading.Lock()
-
-    def run(headers):
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = Client("127.0.0.1", port)
-            with lock:
-                clients.append(client)
-        return one(client, headers)
-
-    try:
-        with ThreadPoolExecutor(THREADS) as pool:
-            return list(pool.map(run, requests))
-    finally:
-        for client in clients:
-            client.close()
-
-
 def through_edge(chain: Chain, requests: list) -> list[tuple[Received, Received]]:
     """(what the mesh received from the edge, what the upstream received from the mesh)."""
-
-    def one(client: Client, headers):
-        status, body = client.request_raw(headers)
-        assert status == 200, (status, body[:300])
-        return Tap.parse(body)
-
-    return _parallel(chain.edge.envoy.listener_port, requests, one)
+    return through_tap(chain.edge.envoy.listener_port, requests, THREADS)
 
 
 def at_mesh(chain: Chain, requests: list) -> list[Received]:
     """Requests sent to the mesh directly (a trusted caller)."""
-    return _parallel(chain.mesh.envoy.listener_port, requests, lambda c, h: c.send(h))
+    return send_in_parallel(
+        chain.mesh.envoy.listener_port, requests, lambda c, h: c.send(h), THREADS
+    )
 
 
 @contextlib.contextmanager

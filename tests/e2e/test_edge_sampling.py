@@ -17,15 +17,13 @@ import base64
 import contextlib
 import json
 import random
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import expect
-from harness import Client, Envoy, HarnessError, Proxy, Received, Tap
+from harness import Envoy, HarnessError, Proxy, Received, Tap, send_in_parallel, through_tap
 
 MASK56 = expect.MASK56
 ALL_COUNTERS = ("tracebridge.",)
@@ -85,41 +83,15 @@ def chains(tmp_path_factory, upstream, wasm, envoy_cmd):
         chain.stop()
 
 
-def _parallel(port: int, requests: list, one) -> list:
-    """Send requests over THREADS keep-alive connections; results in request order."""
-    local = threading.local()
-    clients: list[Client] = []
-    lock = threading.Lock()
-
-    def run(headers):
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = Client("127.0.0.1", port)
-            with lock:
-                clients.append(client)
-        return one(client, headers)
-
-    try:
-        with ThreadPoolExecutor(THREADS) as pool:
-            return list(pool.map(run, requests))
-    finally:
-        for client in clients:
-            client.close()
-
-
 def through_edge(chain: Chain, requests: list) -> list[tuple[Received, Received]]:
     """(what the mesh received from the edge, what the upstream received from the mesh)."""
-
-    def one(client: Client, headers):
-        status, body = client.request_raw(headers)
-        assert status == 200, (status, body[:300])
-        return Tap.parse(body)
-
-    return _parallel(chain.edge.envoy.listener_port, requests, one)
+    return through_tap(chain.edge.envoy.listener_port, requests, THREADS)
 
 
 def direct(proxy: Proxy, requests: list) -> list[Received]:
-    return _parallel(proxy.envoy.listener_port, requests, lambda client, h: client.send(h))
+    return send_in_parallel(
+        proxy.envoy.listener_port, requests, lambda client, h: client.send(h), THREADS
+    )
 
 
 @contextlib.contextmanager
