@@ -27,7 +27,6 @@ The load is bounded in time (wrk -d), and goes only to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -51,8 +50,6 @@ WIDEST = REPO / "benches/envoy/tracebridge-widest.json"
 UPSTREAM = REPO / "benches/envoy/upstream.yaml"
 LUA = REPO / "benches/soak/headers.lua"
 ECDS_CONFIG = "envoy/ecds.yaml"
-ECDS_RESOURCE = "envoy/ecds/tracebridge.yaml"
-ECDS_STAT = "extension_config_discovery.http_filter.tracebridge."
 
 
 class QuietEnvoy(RenderedEnvoy):
@@ -63,32 +60,10 @@ class QuietEnvoy(RenderedEnvoy):
         return ["wasm:info" if arg == "wasm:debug" else arg for arg in super().command()]
 
 
-class EcdsFile:
-    """The ECDS resource file, published atomically (renamed over the watched path)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.resource = topology.load(ECDS_RESOURCE)
-        topology.set_wasm_path(self.resource)
-
-    def publish(self, version: int, plugin_config: dict) -> None:
-        doc = copy.deepcopy(self.resource)
-        doc["version_info"] = str(version)
-        (plugin,) = topology.wasm_plugins(doc)
-        topology.set_plugin_config(plugin, plugin_config)
-        tmp = self.path.with_name(f".{self.path.name}.{version}.tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.rename(tmp, self.path)
-
-
-def ecds_stats(envoy) -> dict[str, int]:
-    return {k[len(ECDS_STAT) :]: v for k, v in envoy.stats("extension_config_discovery").items()}
-
-
 def wait_ecds(envoy, name: str, value: int, timeout: float = 30.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
-        stats = ecds_stats(envoy)
+        stats = topology.ecds_stats(envoy)
         if stats.get(name, 0) >= value or time.monotonic() > deadline:
             return stats
         time.sleep(0.2)
@@ -174,7 +149,7 @@ def main() -> int:
         )
         upstream = QuietEnvoy(tmp / "upstream", upstream_cfg, concurrency=1)
 
-        ecds = EcdsFile(tmp / "ecds" / "tracebridge.yaml")
+        ecds = topology.EcdsFile(tmp / "ecds" / "tracebridge.yaml")
         ecds.path.parent.mkdir()
         ecds.publish(1, widest)
 
@@ -226,7 +201,7 @@ def main() -> int:
                     elapsed = time.monotonic() - start
                     while flips and elapsed >= flips[0][0] * args.seconds:
                         _, version, cfg, what = flips.pop(0)
-                        before = ecds_stats(front)
+                        before = topology.ecds_stats(front)
                         ecds.publish(version, cfg)
                         bad = cfg["sampling"]["probability"] == 2
                         name = "update_rejected" if bad else "update_success"
@@ -286,7 +261,7 @@ def main() -> int:
             tb = front.stats("tracebridge")
             shown = {k: v for k, v in tb.items() if re.search(r"invalid|requests|truncated", k) and v}
             print("==> tracebridge stats: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
-            ecds_final = ecds_stats(front)
+            ecds_final = topology.ecds_stats(front)
             print(f"==> ECDS: update_success {ecds_final.get('update_success')}, "
                   f"update_rejected {ecds_final.get('update_rejected', 0)}, "
                   f"config_fail {ecds_final.get('config_fail', 0)}")

@@ -13,20 +13,17 @@ counted while the previous version keeps serving.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 import topology
 from topology import RenderedEnvoy, Traffic
 
 CONFIG = "envoy/ecds.yaml"
-RESOURCE = "envoy/ecds/tracebridge.yaml"
-STAT = "extension_config_discovery.http_filter.tracebridge."
+RESOURCE = topology.ECDS_RESOURCE
+STAT = topology.ECDS_STAT
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 
 V1 = {"sampling": {"probability": 0}}
@@ -36,29 +33,6 @@ V2 = {
 }
 V3_BAD = {"sampling": {"probability": 2}}
 V4 = {"inject": ["tracecontext"], "sampling": {"probability": 0}}
-
-
-class EcdsFile:
-    """The ECDS resource file, published atomically: written next to the watched path,
-    then renamed over it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.resource = topology.load(RESOURCE)
-        topology.set_wasm_path(self.resource)
-
-    def publish(self, version: int, plugin_config) -> None:
-        doc = copy.deepcopy(self.resource)
-        doc["version_info"] = str(version)
-        (plugin,) = topology.wasm_plugins(doc)
-        topology.set_plugin_config(plugin, plugin_config)
-        tmp = self.path.with_name(f".{self.path.name}.{version}.tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.rename(tmp, self.path)
-
-
-def ecds_stats(envoy) -> dict[str, int]:
-    return {k[len(STAT) :]: v for k, v in envoy.stats("extension_config_discovery").items()}
 
 
 def version_text(envoy) -> str:
@@ -72,7 +46,7 @@ def version_text(envoy) -> str:
 def wait_stat(envoy, name: str, value: int, timeout: float = 10.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
-        stats = ecds_stats(envoy)
+        stats = topology.ecds_stats(envoy)
         if stats.get(name) == value or time.monotonic() > deadline:
             assert stats.get(name) == value, f"{name}: {stats}"
             return stats
@@ -127,7 +101,7 @@ def test_shipped_ecds_config_starts_and_serves_the_resource_file(
 
 @pytest.fixture
 def ecds_envoy(tmp_path, upstream, wasm, envoy_cmd):
-    ecds = EcdsFile(tmp_path / "ecds" / "tracebridge.yaml")
+    ecds = topology.EcdsFile(tmp_path / "ecds" / "tracebridge.yaml")
     ecds.path.parent.mkdir()
     ecds.publish(1, V1)
 
@@ -214,7 +188,7 @@ def test_watched_directory_symlink_swap(tmp_path, upstream, wasm, envoy_cmd):
     for version, plugin_cfg in ((1, V1), (2, V2)):
         data = ecds_dir / f"..v{version}"
         data.mkdir()
-        EcdsFile(data / "tracebridge.yaml").publish(version, plugin_cfg)
+        topology.EcdsFile(data / "tracebridge.yaml").publish(version, plugin_cfg)
         versions[version] = data
     (ecds_dir / "..data").symlink_to(versions[1].name)
     (ecds_dir / "tracebridge.yaml").symlink_to("..data/tracebridge.yaml")

@@ -28,6 +28,7 @@ import copy
 import time
 import http.client
 import json
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -528,3 +529,33 @@ class Traffic:
                     return when
             time.sleep(0.02)
         raise AssertionError(f"no response within {timeout} s satisfied the predicate")
+
+
+# The ECDS resource of envoy/ecds.yaml and the prefix of its discovery stats.
+ECDS_RESOURCE = "envoy/ecds/tracebridge.yaml"
+ECDS_STAT = "extension_config_discovery.http_filter.tracebridge."
+
+
+class EcdsFile:
+    """The ECDS resource file, published atomically: written next to the watched path,
+    then renamed over it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.resource = load(ECDS_RESOURCE)
+        set_wasm_path(self.resource)
+
+    def publish(self, version: int, plugin_config) -> None:
+        doc = copy.deepcopy(self.resource)
+        doc["version_info"] = str(version)
+        (plugin,) = wasm_plugins(doc)
+        set_plugin_config(plugin, plugin_config)
+        tmp = self.path.with_name(f".{self.path.name}.{version}.tmp")
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.rename(tmp, self.path)
+
+
+def ecds_stats(envoy) -> dict[str, int]:
+    """The tracebridge filter's ECDS stats, without their prefix."""
+    stats = envoy.stats("extension_config_discovery")
+    return {k[len(ECDS_STAT) :]: v for k, v in stats.items()}
