@@ -17,8 +17,10 @@ use std::hint::black_box;
 use tracebridge::budget::Unlimited;
 use tracebridge::config::Config;
 use tracebridge::headers::RequestHeaders;
-use tracebridge::translate::{translate, FixedClock, Host, RandomSource};
-use tracebridge::trust::Peer;
+use tracebridge::translate::{translate, FixedClock, Host};
+
+mod common;
+use common::{Loopback, XorShift};
 
 type Request = &'static [(&'static str, &'static str)];
 
@@ -136,36 +138,6 @@ const CONFIGS: &[(&str, &str)] = &[
             "inject": ["tracecontext", "b3", "b3multi", "xray"]}"#,
     ),
 ];
-
-/// A cheap deterministic random source (xorshift64).
-struct XorShift(u64);
-
-impl RandomSource for XorShift {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            for (byte, random) in chunk.iter_mut().zip(self.0.to_le_bytes()) {
-                *byte = random;
-            }
-        }
-        true
-    }
-}
-
-/// A caller on the loopback address without a principal (trusted by the widest configuration).
-struct Loopback;
-
-impl Peer for Loopback {
-    fn address(&mut self) -> Option<std::net::IpAddr> {
-        Some([127, 0, 0, 1].into())
-    }
-
-    fn principal(&mut self) -> Option<String> {
-        None
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -51,8 +51,10 @@ use tracebridge::config::Config;
 use tracebridge::context::Extraction;
 use tracebridge::formats::{tracecontext, Format};
 use tracebridge::headers::RequestHeaders;
-use tracebridge::translate::{translate, FixedClock, Host, RandomSource, Translation};
-use tracebridge::trust::Peer;
+use tracebridge::translate::{translate, FixedClock, Host, Translation};
+
+mod common;
+use common::{Loopback, XorShift};
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
@@ -351,36 +353,7 @@ fn config(json: &str) -> Config {
     Config::from_json(json.as_bytes()).expect("benchmark configuration is valid")
 }
 
-/// A cheap deterministic random source (xorshift64), so new traces cost what the filter's do
-/// minus the host call.
-struct XorShift(u64);
-
-impl RandomSource for XorShift {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
-        }
-        true
-    }
-}
-
 const NOW: u64 = 0x6b06_3027;
-
-/// A caller on the loopback address without a principal.
-struct Loopback;
-
-impl Peer for Loopback {
-    fn address(&mut self) -> Option<std::net::IpAddr> {
-        Some([127, 0, 0, 1].into())
-    }
-
-    fn principal(&mut self) -> Option<String> {
-        None
-    }
-}
 
 fn run_translate(config: &Config, pairs: &[(&str, &str)], random: &mut XorShift) -> Translation {
     let headers = view(pairs);
