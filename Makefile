@@ -63,6 +63,32 @@ help:
 	@awk 'NR < 3 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
 
 # ---------------------------------------------------------------------------
+# need_commands WHO WHY "PACKAGES" COMMAND...: when a COMMAND is missing, installs the
+# Debian PACKAGES with apt-get if we are root, else stops with the package names.
+# ---------------------------------------------------------------------------
+define NEED_COMMANDS_SH
+need_commands() {
+  local who=$$1 why=$$2 packages=$$3 command missing=""
+  shift 3
+  for command in "$$@"; do
+    command -v "$$command" >/dev/null 2>&1 || missing="$$missing $$command"
+  done
+  if [ -z "$$missing" ]; then
+    return 0
+  fi
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> $$who:$$missing ($$why) not found: installing Debian's $$packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends $$packages
+  else
+    echo "error: $$who needs$$missing ($$why; Debian/Ubuntu: apt-get install $$packages)" >&2
+    return 1
+  fi
+}
+endef
+
+# ---------------------------------------------------------------------------
 # The wasm32-wasip1 toolchain, found in one place (`make build`, `make bench` and
 # `make toolchain` all use it):
 #  1. rustup with the wasm32-wasip1 target installed: plain cargo.
@@ -283,29 +309,10 @@ unit:
 	cargo test
 
 e2e: build envoy
-	@if ! command -v wrk >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> e2e: wrk (load for the rate-cap test) not found: installing Debian's wrk"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends wrk
-	  else
-	    echo "error: the e2e suite needs wrk (Debian/Ubuntu: apt-get install wrk)" >&2
-	    exit 1
-	  fi
-	fi
+	@$(NEED_COMMANDS_SH)
+	need_commands e2e "load for the rate-cap test" wrk wrk
 	# A real browser reads the response's Server-Timing (tests/e2e/test_response_browser.py).
-	if ! command -v chromium >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> e2e: chromium (the browser test) not found: installing Debian's chromium"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends chromium
-	  else
-	    echo "error: the e2e suite needs chromium (Debian: apt-get install chromium)" >&2
-	    exit 1
-	  fi
-	fi
+	need_commands e2e "the browser test of the response side" chromium chromium
 	chromium --version
 	echo "==> e2e: pytest tests/e2e"
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
@@ -332,17 +339,8 @@ ISTIO_DIR  := tests/istio
 ISTIO_DEPS := $(ISTIO_DIR)/node_modules/.installed
 
 $(ISTIO_DEPS): $(ISTIO_DIR)/package.json $(ISTIO_DIR)/package-lock.json
-	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> istio-check: node or npm not found: installing Debian's nodejs and npm"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends nodejs npm
-	  else
-	    echo "error: istio-check needs node and npm (Debian/Ubuntu: apt-get install nodejs npm)" >&2
-	    exit 1
-	  fi
-	fi
+	@$(NEED_COMMANDS_SH)
+	need_commands istio-check "Istio's schema packages" "nodejs npm" node npm
 	# The packages declare node >= 22 but run on node 20, the version on the
 	# project's machines: npm's EBADENGINE warnings are not shown.
 	echo "==> istio-check: npm ci in $(ISTIO_DIR) (node $$(node --version), npm $$(npm --version))"
@@ -357,17 +355,8 @@ istio-check: $(ISTIO_DEPS) build envoy
 	cargo test --test istio_plugin_configs -- --ignored
 
 image: build
-	@if ! command -v umoci >/dev/null 2>&1 || ! command -v skopeo >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> image: umoci or skopeo not found: installing Debian's umoci and skopeo"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends umoci skopeo
-	  else
-	    echo "error: make image needs umoci and skopeo (Debian/Ubuntu: apt-get install umoci skopeo)" >&2
-	    exit 1
-	  fi
-	fi
+	@$(NEED_COMMANDS_SH)
+	need_commands image "the OCI image" "umoci skopeo" umoci skopeo
 	envoy/istio/image/build-image.sh
 
 image-check: image
@@ -392,17 +381,8 @@ bench: build envoy
 	"$${WASM_CARGO[@]}" build $(PHASE_WASM_ARGS)
 	$(WASM_OPT_SH)
 	wasm_opt_module target/phase-wasm/wasm32-wasip1/release/deps/tracebridge.wasm target/phase-wasm/wasm32-wasip1/release/tracebridge.wasm
-	if ! command -v wrk >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> bench: installing wrk"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends wrk
-	  else
-	    echo "error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)" >&2
-	    exit 1
-	  fi
-	fi
+	$(NEED_COMMANDS_SH)
+	need_commands bench "the load generator" wrk wrk
 	echo "==> bench: $(PYTHON) benches/envoy_load.py"
 	$(PYTHON) benches/envoy_load.py
 	$(MAKE) --no-print-directory callgrind
@@ -413,17 +393,8 @@ bench: build envoy
 CALLGRIND_ARGS ?=
 
 callgrind:
-	@if ! command -v valgrind >/dev/null 2>&1; then
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	    echo "==> callgrind: installing valgrind"
-	    export DEBIAN_FRONTEND=noninteractive
-	    apt-get update
-	    apt-get install -y --no-install-recommends valgrind
-	  else
-	    echo "error: valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)" >&2
-	    exit 1
-	  fi
-	fi
+	@$(NEED_COMMANDS_SH)
+	need_commands callgrind "instruction counts" valgrind valgrind
 	echo "==> callgrind: cargo build --release --example hot_path"
 	cargo build --release --example hot_path
 	python3 benches/callgrind.py target/release/examples/hot_path $(CALLGRIND_ARGS)
@@ -455,23 +426,14 @@ FUZZ_TARGETS := extract_tracecontext extract_b3 extract_b3multi extract_xray ext
 FUZZ_LONG_INPUTS := baggage translate config
 
 define FUZZ_SH
+$(NEED_COMMANDS_SH)
 fuzz_tools() {
   if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "error: make fuzz needs rustup's nightly toolchain (cargo +nightly failed): rustup toolchain install nightly" >&2
     return 1
   fi
   # libFuzzer itself is C++, compiled by libfuzzer-sys's build script.
-  if ! command -v c++ >/dev/null 2>&1; then
-    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      echo "==> fuzz: no C++ compiler (libFuzzer needs one): installing Debian's g++"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update
-      apt-get install -y --no-install-recommends g++
-    else
-      echo "error: make fuzz needs a C++ compiler for libFuzzer (Debian/Ubuntu: apt-get install g++)" >&2
-      return 1
-    fi
-  fi
+  need_commands fuzz "libFuzzer is C++" g++ c++ || return 1
   if [ "$$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then
     echo "==> fuzz: installing cargo-fuzz $(CARGO_FUZZ_VERSION) (cargo install --locked)"
     cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
