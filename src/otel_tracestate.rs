@@ -8,12 +8,7 @@ use crate::sampling::Threshold;
 const OT_KEY: &[u8] = b"ot";
 /// "The complete `ot` value must be at most 256 characters."
 const MAX_OT_VALUE_LEN: usize = 256;
-const MAX_MEMBERS: usize = 32;
-/// The longest `tracestate` this filter writes when it changes one: W3C asks that at least 512
-/// characters be propagated, so every reader keeps a list of this size.
-pub const MAX_WRITTEN_LEN: usize = 512;
-/// W3C: "entries larger than 128 characters long SHOULD be removed first".
-const LARGE_MEMBER: usize = 128;
+pub use crate::formats::tracecontext::MAX_WRITTEN_LEN;
 
 /// What a valid `ot` entry says about sampling.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -100,70 +95,23 @@ pub fn read(lines: &[&[u8]]) -> OtValues {
 /// characters go first, then members from the end).
 pub fn with_threshold(lines: &[&[u8]], th: Option<Threshold>) -> Option<String> {
     let ot = ot_with_threshold(lines, th);
-    let room = MAX_MEMBERS.saturating_sub(usize::from(!ot.is_empty()));
-    // A key that appears twice keeps its first (leftmost, most recent) entry: W3C allows one
-    // entry per key, and deleting entries. Adding `ot` to a full list drops the rightmost
-    // member, as W3C allows. At most 32 are kept, in a fixed array (no allocation); a removed
-    // member's slot is left empty (members are never empty).
-    let mut others: [&str; MAX_MEMBERS] = [""; MAX_MEMBERS];
-    let mut count = 0usize;
-    for member in members(lines).filter(|member| split_member(member).0 != OT_KEY) {
-        let key = split_member(member).0;
-        let kept = others.get(..count).unwrap_or_default();
-        if kept
-            .iter()
-            .any(|kept| split_member(kept.as_bytes()).0 == key)
-        {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(member) else {
-            continue;
-        };
-        let Some(slot) = others.get_mut(count).filter(|_| count < room) else {
-            break;
-        };
-        *slot = text;
-        count = count.saturating_add(1);
-    }
-    let kept = others.get_mut(..count).unwrap_or_default();
-    let ot_len = if ot.is_empty() {
-        0
-    } else {
-        ot.len().saturating_add(3)
-    };
-    let separators = usize::from(ot_len > 0)
-        .saturating_add(count)
-        .saturating_sub(1);
-    let mut len = kept
-        .iter()
-        .fold(ot_len, |len, member| len.saturating_add(member.len()))
-        .saturating_add(separators);
-    // The `ot` member alone is at most 3 + 256 bytes, under the limit: removing others ends.
-    while len > MAX_WRITTEN_LEN {
-        let large = kept.iter().rposition(|member| member.len() > LARGE_MEMBER);
-        let last = kept.iter().rposition(|member| !member.is_empty());
-        let Some(slot) = large.or(last).and_then(|at| kept.get_mut(at)) else {
-            break;
-        };
-        len = len.saturating_sub(slot.len().saturating_add(1));
-        *slot = "";
-    }
-    if ot.is_empty() && kept.iter().all(|member| member.is_empty()) {
+    // Never longer than the lines and the new `ot` entry: one allocation, none for nothing.
+    let total: usize = lines.iter().map(|line| line.len().saturating_add(1)).sum();
+    if total == 0 && ot.is_empty() {
         return None;
     }
-    // One allocation for what is sent.
-    let mut out = String::with_capacity(len);
+    let mut out = String::with_capacity(
+        total
+            .saturating_add(ot.len())
+            .saturating_add(3)
+            .min(MAX_WRITTEN_LEN),
+    );
     if !ot.is_empty() {
         out.push_str("ot=");
         out.push_str(&ot);
     }
-    for member in kept.iter().filter(|member| !member.is_empty()) {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(member);
-    }
-    Some(out)
+    crate::formats::tracecontext::push_other_members(&mut out, OT_KEY, lines);
+    (!out.is_empty()).then_some(out)
 }
 
 /// The `ot` value with `th` set (or removed) and the other valid sub-keys kept in order while

@@ -200,20 +200,73 @@ pub fn check_tracestate(lines: &[&[u8]]) -> Tracestate {
     }
 }
 
-/// Appends to `out`, which holds one member written anew (`key=value`), the members of `lines`
-/// whose key is not `key`, in order, at most 32 members in all (the rightmost are dropped, as W3C
-/// allows): the new entry stays at the front ("Mutating the tracestate Field").
+/// The longest `tracestate` this filter writes when it changes one: W3C asks that at least 512
+/// characters be propagated, so every reader keeps a list of this size.
+pub const MAX_WRITTEN_LEN: usize = 512;
+/// W3C: "entries larger than 128 characters long SHOULD be removed first".
+const LARGE_MEMBER: usize = 128;
+
+/// Appends to `out`, which holds one member written anew (`key=value`) or nothing, the members
+/// of `lines` whose key is not `key`, in order, so that the new entry stays at the front
+/// ("Mutating the tracestate Field"). What is written stays within what every reader keeps: a
+/// key that appears twice keeps its first (leftmost, most recent) entry, since W3C allows one
+/// entry per key and deleting entries; at most 32 members in all (the rightmost are dropped);
+/// at most [`MAX_WRITTEN_LEN`] bytes ("tracestate Limits": members over 128 characters are
+/// removed first, then members from the end). `out`'s own member must fit (it does: an `ot` or
+/// `dd` member is at most 3 + 256 bytes).
 pub fn push_other_members(out: &mut String, key: &[u8], lines: &[&[u8]]) {
-    let others = lines
+    fn member_key(member: &[u8]) -> &[u8] {
+        split_once(member, b'=').map_or(member, |(key, _)| key)
+    }
+    let room = MAX_TRACESTATE_MEMBERS.saturating_sub(usize::from(!out.is_empty()));
+    // The members kept, in a fixed array (no allocation); a removed member's slot is left
+    // empty (members are never empty).
+    let mut others: [&str; MAX_TRACESTATE_MEMBERS] = [""; MAX_TRACESTATE_MEMBERS];
+    let mut count = 0usize;
+    let candidates = lines
         .iter()
         .flat_map(|line| line.split(|&b| b == b','))
         .map(trim_ows)
-        .filter(|m| !m.is_empty())
-        .filter(|m| split_once(m, b'=').is_none_or(|(k, _)| k != key))
-        .filter_map(|m| std::str::from_utf8(m).ok());
-    for other in others.take(MAX_TRACESTATE_MEMBERS.saturating_sub(1)) {
-        out.push(',');
-        out.push_str(other);
+        .filter(|member| !member.is_empty() && member_key(member) != key);
+    for member in candidates {
+        let kept = others.get(..count).unwrap_or_default();
+        if kept
+            .iter()
+            .any(|kept| member_key(kept.as_bytes()) == member_key(member))
+        {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(member) else {
+            continue;
+        };
+        let Some(slot) = others.get_mut(count).filter(|_| count < room) else {
+            break;
+        };
+        *slot = text;
+        count = count.saturating_add(1);
+    }
+    let kept = others.get_mut(..count).unwrap_or_default();
+    let separators = usize::from(!out.is_empty())
+        .saturating_add(count)
+        .saturating_sub(1);
+    let mut len = kept
+        .iter()
+        .fold(out.len(), |len, member| len.saturating_add(member.len()))
+        .saturating_add(separators);
+    while len > MAX_WRITTEN_LEN {
+        let large = kept.iter().rposition(|member| member.len() > LARGE_MEMBER);
+        let last = kept.iter().rposition(|member| !member.is_empty());
+        let Some(slot) = large.or(last).and_then(|at| kept.get_mut(at)) else {
+            break;
+        };
+        len = len.saturating_sub(slot.len().saturating_add(1));
+        *slot = "";
+    }
+    for member in kept.iter().filter(|member| !member.is_empty()) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(member);
     }
 }
 
@@ -394,6 +447,16 @@ mod tests {
         let full = with_dd(&[thirty_two.as_bytes()]);
         assert_eq!(full.split(',').count(), 32);
         assert!(full.ends_with(",k30=v"), "{full}");
+        // W3C: one entry per key (the first, leftmost, kept) and, past 512 characters, members
+        // over 128 characters go first, then members from the end ("tracestate Limits").
+        assert_eq!(with_dd(&[b"a=1,b=2,a=3"]), "dd=s:1,a=1,b=2");
+        let big = format!("big={}", "v".repeat(200));
+        let small: Vec<String> = (0..20).map(|i| format!("k{i:02}=vvvvvvvvvvvvvvvvvv")).collect();
+        let line = format!("{big},{}", small.join(","));
+        let bounded = with_dd(&[line.as_bytes()]);
+        assert!(bounded.len() <= MAX_WRITTEN_LEN, "{}", bounded.len());
+        assert!(!bounded.contains("big="), "{bounded}");
+        assert_eq!(bounded, format!("dd=s:1,{}", small.join(",")));
     }
 
     #[test]
